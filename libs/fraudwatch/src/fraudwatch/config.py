@@ -1,0 +1,117 @@
+"""Typed settings for every fraudwatch part, read from FRAUDWATCH_* environment variables.
+
+Build them through :func:`get_settings` (cached), never at import time. Unsafe values are refused:
+outside ``development`` the scoring routes must be protected by a token and the MLflow store must not
+be a local file under a temporary directory.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """All settings; each field is FRAUDWATCH_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDWATCH_", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+    local_dir: Path = Field(default=Path(".local"), description="Runtime state (data, services, checkpoints).")
+
+    # Kafka
+    kafka_bootstrap: str = "localhost:9092"
+    topic_transactions: str = "transactions"
+    topic_labels: str = "labels"
+    topic_scored: str = "transactions.scored"
+    topic_alerts: str = "fraud.alerts"
+    topic_dlq: str = "transactions.dlq"
+    topic_partitions: int = Field(default=2, ge=1, le=1024)
+
+    # MLflow
+    mlflow_tracking_uri: str = "http://localhost:5000"
+    model_name: str = "fraud-detector"
+    model_alias: str = "production"
+    model_uri: str | None = Field(default=None, description="Overrides models:/<model_name>@<model_alias>.")
+
+    # Online store
+    store_backend: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: Path | None = Field(default=None, description="Defaults to <local_dir>/store/online.sqlite.")
+    redis_url: str = "redis://localhost:6379/0"
+
+    # Scorer API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=2, ge=1, le=64)
+    api_token: SecretStr | None = None
+    api_max_batch: int = Field(default=1000, ge=1, le=100_000)
+    api_max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    model_poll_seconds: float = Field(default=10.0, gt=0)
+
+    # Stream job
+    stream_metrics_port: int = Field(default=9108, ge=1, le=65535)
+    stream_trigger_seconds: float = Field(default=1.0, gt=0)
+    stream_checkpoint_dir: Path | None = Field(default=None, description="Defaults to <local_dir>/checkpoints.")
+    stream_shuffle_partitions: int = Field(default=2, ge=1)
+    stream_max_offsets_per_trigger: int = Field(default=50_000, ge=1)
+    max_record_bytes: int = Field(default=16_384, ge=256, description="Larger records go to the DLQ.")
+
+    # Producer
+    producer_metrics_port: int = Field(default=9109, ge=1, le=65535)
+
+    # Services (local, `make up`)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.environment == "production":
+            if self.api_token is None or len(self.api_token.get_secret_value()) < 16:
+                raise ValueError("FRAUDWATCH_API_TOKEN must be set (>= 16 characters) in production")
+            if self.store_backend == "sqlite":
+                raise ValueError("the SQLite online store is for development; use FRAUDWATCH_STORE_BACKEND=redis")
+        return self
+
+    @property
+    def resolved_model_uri(self) -> str:
+        return self.model_uri or f"models:/{self.model_name}@{self.model_alias}"
+
+    @property
+    def resolved_sqlite_path(self) -> Path:
+        return self.sqlite_path or self.local_dir / "store" / "online.sqlite"
+
+    @property
+    def resolved_checkpoint_dir(self) -> Path:
+        return self.stream_checkpoint_dir or self.local_dir / "checkpoints"
+
+    @property
+    def all_topics(self) -> tuple[str, ...]:
+        return (
+            self.topic_transactions,
+            self.topic_labels,
+            self.topic_scored,
+            self.topic_alerts,
+            self.topic_dlq,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()
