@@ -1,0 +1,799 @@
+"""Transaction simulator: a card/terminal population, genuine behaviour and five labelled fraud scenarios.
+
+It writes history for training (:func:`simulate`, ``python -m fraudwatch.simulator``) and feeds the live
+producer (:class:`LiveSimulator`) from the same population and scenario code. Everything is vectorised with
+numpy and deterministic for a seed.
+
+Population
+    Cards: home country (European countries, weighted) and a 2-D location in km around its centroid, a
+    spending profile (amounts are lognormal with per-card ``mu``/``sigma``), an activity rate (transactions
+    per day), usual hours (a per-card peak hour and spread; 10 % of activity is spread over the whole day) and
+    an e-commerce share. Terminals: location, country (10 % outside Europe), merchant category and channel
+    (pos, atm, ecom). Each card shops at 12 physical terminals chosen with a preference for nearby ones
+    (Gumbel top-k on distance / 25 km) and 4 e-commerce merchants, with Dirichlet preference weights.
+
+Genuine behaviour
+    Daily counts are Poisson(rate x weekday factor x the card's own weekend factor); weekday factors
+    (Mon..Sun) are 0.95, 0.95, 1.0, 1.05, 1.2, 1.25, 0.6. The hour of day follows the card's profile
+    (UTC), so nights are quiet. 0.5 % of genuine card-present use happens at a terminal elsewhere in Europe
+    (cross-border shopping) so a foreign use alone does not give fraud away.
+
+Fraud scenarios (``fraud_scenario`` column of the history; 0 is genuine). Rates are the defaults of
+:class:`ScenarioRates`; "card-day" means one card during one simulated day.
+
+    ==  ====================  ======================================================================
+    1   amount_outlier        0.1 % of genuine transactions get an amount far above the card's habit
+                              (exp(mu + 3 sigma) x lognormal(median 2.5)).
+    2   compromised_terminal  0.02 % per terminal-day a terminal is compromised for 2-14 days; every
+                              transaction on it during that window is fraud.
+    3   account_takeover      0.02 % per card-day: a burst of 3 + Poisson(4) purchases within hours
+                              (gaps ~ 20 min), at terminals the card never used (70 % ecom), amounts
+                              2.5-6x the card's typical amount.
+    4   card_testing          0.02 % per card-day: 5 + Poisson(5) tiny ecom amounts (0.50-2.99) at one
+                              merchant within minutes (gaps ~ 40 s), then one large ecom purchase
+                              (300-2500) about 5 minutes later.
+    5   impossible_travel     0.05 % per card-day: a card-present use outside Europe 10-120 minutes
+                              after a local card-present use (>= 2,000 km away).
+    ==  ====================  ======================================================================
+
+Labels
+    Every transaction gets a label. A fraud is reported after a lognormal delay: median 3 days, sigma 1.0
+    (log-days), capped at 60 days. A genuine transaction is confirmed (is_fraud false) after a fixed
+    settlement delay of 7 days. Labels may be reported after the end of the simulated history: consumers
+    filter on ``reported_at``. Live, delays are in simulated days; the producer scales them to real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "LABEL_COLUMNS",
+    "SCENARIOS",
+    "SCENARIO_IDS",
+    "TRANSACTION_COLUMNS",
+    "LabelDelays",
+    "LiveBatch",
+    "LiveSimulator",
+    "Population",
+    "ScenarioRates",
+    "SimulatedHistory",
+    "build_population",
+    "simulate",
+]
+
+SCENARIOS: dict[int, str] = {
+    0: "genuine",
+    1: "amount_outlier",
+    2: "compromised_terminal",
+    3: "account_takeover",
+    4: "card_testing",
+    5: "impossible_travel",
+}
+SCENARIO_IDS: dict[str, int] = {name: sid for sid, name in SCENARIOS.items()}
+
+# What a Transaction event carries (never a label field).
+EVENT_COLUMNS: tuple[str, ...] = (
+    "transaction_id",
+    "event_time",
+    "card_id",
+    "terminal_id",
+    "amount",
+    "currency",
+    "merchant_category",
+    "channel",
+    "country",
+)
+TRANSACTION_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "is_fraud", "fraud_scenario", "reported_at")
+LABEL_COLUMNS: tuple[str, ...] = (
+    "transaction_id",
+    "card_id",
+    "terminal_id",
+    "event_time",
+    "is_fraud",
+    "reported_at",
+)
+
+DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: weekday seasonality lines up with day 0
+NS_PER_S = 1_000_000_000
+NS_PER_DAY = 86_400 * NS_PER_S
+KM_PER_DEG = 111.2
+_COS_REF = float(np.cos(np.deg2rad(48.0)))  # equirectangular projection around central Europe
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+# Home countries of cards (and most terminals): centroid latitude, longitude, weight.
+_HOME: dict[str, tuple[float, float, float]] = {
+    "BE": (50.6, 4.6, 0.30),
+    "NL": (52.2, 5.5, 0.15),
+    "FR": (46.6, 2.4, 0.15),
+    "DE": (51.1, 10.4, 0.15),
+    "LU": (49.8, 6.1, 0.05),
+    "ES": (40.3, -3.7, 0.06),
+    "IT": (42.8, 12.6, 0.06),
+    "PT": (39.6, -8.0, 0.03),
+    "AT": (47.6, 14.1, 0.025),
+    "CH": (46.8, 8.2, 0.025),
+}
+# Far-away countries: some terminals, no cards (impossible travel lands here).
+_FAR: dict[str, tuple[float, float, float]] = {
+    "US": (39.0, -98.0, 0.3),
+    "TH": (15.0, 101.0, 0.15),
+    "BR": (-10.0, -52.0, 0.15),
+    "AE": (24.0, 54.0, 0.15),
+    "NG": (9.0, 8.0, 0.1),
+    "TR": (39.0, 35.0, 0.15),
+}
+_COUNTRY_CODES: tuple[str, ...] = (*_HOME, *_FAR)
+_N_HOME = len(_HOME)
+_WEEKDAY_FACTOR = np.array([0.95, 0.95, 1.0, 1.05, 1.2, 1.25, 0.6])
+_POS_MCC: tuple[str, ...] = ("5411", "5812", "5541", "5999", "5311", "5912", "5732", "4111", "7011", "5944")
+_POS_MCC_P = np.array([0.3, 0.2, 0.12, 0.1, 0.08, 0.07, 0.05, 0.04, 0.02, 0.02])
+_ECOM_MCC: tuple[str, ...] = ("5969", "5732", "4722", "5815", "5999")
+_ECOM_MCC_P = np.array([0.3, 0.2, 0.15, 0.2, 0.15])
+_ATM_MCC = "6011"
+CHANNEL_NAMES: tuple[str, ...] = ("pos", "ecom", "atm")
+_POS, _ECOM, _ATM = 0, 1, 2
+_K_NEAR, _K_ECOM = 12, 4
+
+
+@dataclass(frozen=True)
+class ScenarioRates:
+    """How often each fraud scenario starts (see the module docstring)."""
+
+    amount_outlier: float = 0.001  # share of genuine transactions
+    compromised_terminal: float = 0.0002  # windows starting per terminal-day
+    compromised_min_days: float = 2.0
+    compromised_max_days: float = 14.0
+    account_takeover: float = 0.0002  # incidents per card-day
+    card_testing: float = 0.0002  # incidents per card-day
+    impossible_travel: float = 0.0005  # incidents per card-day
+    genuine_cross_border: float = 0.005  # share of genuine card-present use elsewhere in Europe
+
+
+@dataclass(frozen=True)
+class LabelDelays:
+    """When labels become known: lognormal for frauds, a fixed settlement delay for genuine ones."""
+
+    fraud_median_days: float = 3.0
+    fraud_sigma: float = 1.0  # of the log of the delay in days
+    fraud_max_days: float = 60.0
+    genuine_days: float = 7.0
+
+
+@dataclass(frozen=True)
+class Population:
+    """Cards and terminals (index i is card ``card_ids[i]``, terminal ``terminal_ids[i]``)."""
+
+    card_ids: npt.NDArray[np.object_]
+    card_country: npt.NDArray[np.int8]
+    card_xy: FloatArray  # (n, 2) km
+    amount_mu: FloatArray
+    amount_sigma: FloatArray
+    daily_rate: FloatArray
+    weekend_factor: FloatArray
+    peak_hour: FloatArray
+    hour_spread: FloatArray
+    candidates: npt.NDArray[np.int32]  # (n_cards, K) terminal indices the card shops at
+    candidate_cdf: FloatArray  # (n_cards, K) cumulative preference weights
+    terminal_ids: npt.NDArray[np.object_]
+    terminal_country: npt.NDArray[np.int8]
+    terminal_xy: FloatArray
+    terminal_channel: npt.NDArray[np.int8]
+    terminal_mcc: npt.NDArray[np.object_]
+
+    @property
+    def n_cards(self) -> int:
+        return len(self.card_ids)
+
+    @property
+    def n_terminals(self) -> int:
+        return len(self.terminal_ids)
+
+
+def _ids(prefix: str, n: int) -> npt.NDArray[np.object_]:
+    width = max(6, len(str(max(n - 1, 0))))
+    return np.array([f"{prefix}-{i:0{width}d}" for i in range(n)], dtype=object)
+
+
+def _country_xy(
+    rng: np.random.Generator, table: dict[str, tuple[float, float, float]], n: int, spread: float
+) -> tuple[IntArray, FloatArray]:
+    """Country index (into ``table``) and km coordinates of ``n`` places spread around the centroids."""
+    weights = np.array([w for _, _, w in table.values()])
+    idx = rng.choice(len(table), size=n, p=weights / weights.sum())
+    lat = np.array([la for la, _, _ in table.values()])[idx] + rng.normal(0, spread, n)
+    lon = np.array([lo for _, lo, _ in table.values()])[idx] + rng.normal(0, spread * 1.4, n)
+    xy = np.column_stack([lon * KM_PER_DEG * _COS_REF, lat * KM_PER_DEG])
+    return idx, xy
+
+
+def build_population(n_cards: int, n_terminals: int, rng: np.random.Generator) -> Population:
+    """Draw cards and terminals, and the terminals each card shops at."""
+    if n_cards < 1 or n_terminals < 20:
+        raise ValueError("need at least 1 card and 20 terminals")
+    # Terminals: 20 % ecom merchants, the rest physical (85 % pos, 15 % atm); 10 % of them outside Europe.
+    channel = np.where(
+        rng.random(n_terminals) < 0.2, _ECOM, np.where(rng.random(n_terminals) < 0.85, _POS, _ATM)
+    )
+    channel[:4] = [_POS, _POS, _ATM, _ECOM]  # every channel exists even in tiny populations
+    far = rng.random(n_terminals) < 0.10
+    far[:4] = False
+    far[4] = True  # at least one far-away terminal for impossible travel
+    channel[4] = _POS
+    home_idx, home_xy = _country_xy(rng, _HOME, n_terminals, 1.2)
+    far_idx, far_xy = _country_xy(rng, _FAR, n_terminals, 3.0)
+    t_country = np.where(far, far_idx + _N_HOME, home_idx).astype(np.int8)
+    t_xy = np.where(far[:, None], far_xy, home_xy)
+    mcc = np.empty(n_terminals, dtype=object)
+    mcc[:] = np.array(_POS_MCC, dtype=object)[rng.choice(len(_POS_MCC), n_terminals, p=_POS_MCC_P)]
+    is_ecom = channel == _ECOM
+    mcc[is_ecom] = np.array(_ECOM_MCC, dtype=object)[
+        rng.choice(len(_ECOM_MCC), int(is_ecom.sum()), p=_ECOM_MCC_P)
+    ]
+    mcc[channel == _ATM] = _ATM_MCC
+
+    c_country, c_xy = _country_xy(rng, _HOME, n_cards, 1.2)
+    amount_mu = rng.normal(np.log(35.0), 0.5, n_cards)
+    amount_sigma = rng.uniform(0.35, 0.9, n_cards)
+    daily_rate = rng.gamma(4.0, 0.625, n_cards)  # mean 2.5 transactions a day
+    weekend_factor = rng.uniform(0.7, 1.4, n_cards)
+    peak_hour = np.clip(rng.normal(13.5, 2.5, n_cards), 8.0, 20.0)
+    hour_spread = rng.uniform(2.0, 4.5, n_cards)
+
+    # Shopping places: nearby physical terminals in Europe (Gumbel top-k of -distance/25 km) + ecom merchants.
+    physical = np.flatnonzero((channel != _ECOM) & ~far)
+    ecom = np.flatnonzero(is_ecom)
+    k_near, k_ecom = min(_K_NEAR, len(physical)), min(_K_ECOM, len(ecom))
+    near = np.empty((n_cards, k_near), dtype=np.int32)
+    p_xy = t_xy[physical]
+    for lo in range(0, n_cards, 4096):  # chunked: 4096 x n_physical distances at a time
+        hi = min(lo + 4096, n_cards)
+        d = np.hypot(c_xy[lo:hi, 0:1] - p_xy[None, :, 0], c_xy[lo:hi, 1:2] - p_xy[None, :, 1])
+        score = -d / 25.0 + rng.gumbel(size=d.shape)
+        top = np.argpartition(-score, k_near - 1, axis=1)[:, :k_near]
+        near[lo:hi] = physical[top]
+    ecom_pick = ecom[np.argsort(rng.random((n_cards, len(ecom))), axis=1)[:, :k_ecom]]
+    candidates = np.concatenate([near, ecom_pick], axis=1).astype(np.int32)
+    ecom_share = rng.beta(2.0, 6.0, n_cards)
+    w_near = rng.dirichlet(np.full(k_near, 0.8), n_cards) * (1 - ecom_share)[:, None]
+    w_ecom = rng.dirichlet(np.full(k_ecom, 0.8), n_cards) * ecom_share[:, None]
+    cdf = np.cumsum(np.concatenate([w_near, w_ecom], axis=1), axis=1)
+    cdf /= cdf[:, -1:]
+    return Population(
+        card_ids=_ids("card", n_cards),
+        card_country=c_country.astype(np.int8),
+        card_xy=c_xy,
+        amount_mu=amount_mu,
+        amount_sigma=amount_sigma,
+        daily_rate=daily_rate,
+        weekend_factor=weekend_factor,
+        peak_hour=peak_hour,
+        hour_spread=hour_spread,
+        candidates=candidates,
+        candidate_cdf=cdf,
+        terminal_ids=_ids("term", n_terminals),
+        terminal_country=t_country,
+        terminal_xy=t_xy,
+        terminal_channel=channel.astype(np.int8),
+        terminal_mcc=mcc,
+    )
+
+
+@dataclass
+class _Columns:
+    """Simulated transactions as parallel arrays (unsorted until :meth:`sorted`)."""
+
+    time_ns: IntArray
+    card: npt.NDArray[np.int32]
+    terminal: npt.NDArray[np.int32]
+    amount: FloatArray
+    scenario: npt.NDArray[np.int8]
+
+    @staticmethod
+    def concat(parts: list[_Columns]) -> _Columns:
+        return _Columns(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in _Columns.__dataclass_fields__)
+        )
+
+    def take(self, idx: npt.NDArray[Any]) -> _Columns:
+        return _Columns(*(getattr(self, f)[idx] for f in _Columns.__dataclass_fields__))
+
+    def sorted(self) -> _Columns:
+        return self.take(np.argsort(self.time_ns, kind="stable"))
+
+    def __len__(self) -> int:
+        return len(self.time_ns)
+
+
+def _typical_amount(pop: Population, card: npt.NDArray[Any]) -> FloatArray:
+    typical: FloatArray = np.exp(pop.amount_mu[card])
+    return typical
+
+
+def _genuine(
+    pop: Population, rng: np.random.Generator, start_ns: int, days: int, start_weekday: int
+) -> _Columns:
+    weekday = (start_weekday + np.arange(days)) % 7
+    day_factor = _WEEKDAY_FACTOR[weekday][None, :] * np.where(weekday >= 5, pop.weekend_factor[:, None], 1.0)
+    counts = rng.poisson(pop.daily_rate[:, None] * day_factor)  # (cards, days)
+    flat = counts.ravel()
+    n = int(flat.sum())
+    cell = np.repeat(np.arange(flat.size), flat)
+    card = (cell // days).astype(np.int32)
+    day = cell % days
+    hours = np.where(
+        rng.random(n) < 0.9,
+        (pop.peak_hour[card] + pop.hour_spread[card] * rng.standard_normal(n)) % 24.0,
+        rng.uniform(0.0, 24.0, n),
+    )
+    time_ns = start_ns + day * NS_PER_DAY + (hours * 3600 * 1e6).astype(np.int64) * 1000
+    # Terminal: inverse-CDF draw over the card's preference weights.
+    u = rng.random(n)
+    slot = (u[:, None] > pop.candidate_cdf[card]).sum(axis=1)
+    terminal = pop.candidates[card, np.minimum(slot, pop.candidates.shape[1] - 1)]
+    amount = np.exp(pop.amount_mu[card] + pop.amount_sigma[card] * rng.standard_normal(n))
+    return _Columns(time_ns, card, terminal.astype(np.int32), amount, np.zeros(n, dtype=np.int8))
+
+
+def _incident_times(rng: np.random.Generator, n: int, start_ns: int, days: int) -> IntArray:
+    return start_ns + (rng.random(n) * days * NS_PER_DAY).astype(np.int64)
+
+
+def _burst_offsets(rng: np.random.Generator, sizes: IntArray, mean_gap_s: float) -> tuple[IntArray, IntArray]:
+    """Incident index of each event of bursts of the given sizes, and its time offset (ns) in its burst.
+
+    The first event of a burst is at offset 0; the following ones are exponential gaps apart.
+    """
+    inc = np.repeat(np.arange(len(sizes)), sizes)
+    if not len(inc):
+        return inc, np.zeros(0, dtype=np.int64)
+    gaps = (rng.exponential(mean_gap_s, len(inc)) * NS_PER_S).astype(np.int64)
+    csum = np.cumsum(gaps)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return inc, csum - csum[first[inc]]
+
+
+def _burst_end(t0: IntArray, inc: IntArray, off: IntArray) -> IntArray:
+    last = np.zeros(len(t0), dtype=np.int64)
+    np.maximum.at(last, inc, off)
+    return t0 + last
+
+
+def _apply_fraud(
+    pop: Population, base: _Columns, rng: np.random.Generator, rates: ScenarioRates, start_ns: int, days: int
+) -> tuple[_Columns, pd.DataFrame]:
+    """Turn some genuine transactions into fraud and inject fraud bursts; returns rows and incidents."""
+    incidents: list[pd.DataFrame] = []
+    ecom = np.flatnonzero(pop.terminal_channel == _ECOM)
+    home_term = pop.terminal_country < _N_HOME
+    physical_home = np.flatnonzero((pop.terminal_channel != _ECOM) & home_term)
+    physical_far = np.flatnonzero((pop.terminal_channel != _ECOM) & ~home_term)
+    n_base = len(base)
+
+    # Genuine cross-border shopping (not fraud): blurs "foreign use" as a fraud signal.
+    cp = pop.terminal_channel[base.terminal] != _ECOM
+    move = cp & (rng.random(n_base) < rates.genuine_cross_border)
+    base.terminal[move] = physical_home[rng.integers(0, len(physical_home), int(move.sum()))]
+
+    # (2) compromised terminals: every transaction inside a window is fraud.
+    n_comp = rng.poisson(rates.compromised_terminal * pop.n_terminals * days)
+    c_term = rng.integers(0, pop.n_terminals, n_comp)
+    c_start = _incident_times(rng, n_comp, start_ns, days)
+    c_len = rng.uniform(rates.compromised_min_days, rates.compromised_max_days, n_comp)
+    c_end = c_start + (c_len * NS_PER_DAY).astype(np.int64)
+    order = np.argsort(c_term, kind="stable")
+    st, ss, se = c_term[order], c_start[order], c_end[order]
+    lo = np.searchsorted(st, base.terminal, side="left")
+    hi = np.searchsorted(st, base.terminal, side="right")
+    hit = np.zeros(n_base, dtype=bool)
+    has = np.flatnonzero(hi > lo)
+    for j in range(int((hi - lo).max(initial=0))):
+        k = has[lo[has] + j < hi[has]]
+        w = lo[k] + j
+        hit[k] |= (base.time_ns[k] >= ss[w]) & (base.time_ns[k] < se[w])
+    base.scenario[hit] = SCENARIO_IDS["compromised_terminal"]
+    incidents.append(
+        pd.DataFrame({"scenario": 2, "card": -1, "terminal": c_term, "start_ns": c_start, "end_ns": c_end})
+    )
+
+    # (1) amount far above the card's habit, on genuine transactions.
+    out = (base.scenario == 0) & (rng.random(n_base) < rates.amount_outlier)
+    k = np.flatnonzero(out)
+    c = base.card[k]
+    base.amount[k] = np.exp(pop.amount_mu[c] + 3.0 * pop.amount_sigma[c]) * rng.lognormal(
+        np.log(2.5), 0.4, len(k)
+    )
+    base.scenario[k] = SCENARIO_IDS["amount_outlier"]
+    incidents.append(
+        pd.DataFrame(
+            {
+                "scenario": 1,
+                "card": c,
+                "terminal": base.terminal[k],
+                "start_ns": base.time_ns[k],
+                "end_ns": base.time_ns[k],
+            }
+        )
+    )
+
+    injected: list[_Columns] = []
+
+    # (3) account takeover: bursts at never-used terminals, mostly ecom, higher amounts.
+    n_ato = rng.poisson(rates.account_takeover * pop.n_cards * days)
+    a_card = rng.integers(0, pop.n_cards, n_ato).astype(np.int32)
+    a_t0 = _incident_times(rng, n_ato, start_ns, days)
+    sizes = 3 + rng.poisson(4.0, n_ato)
+    inc, off = _burst_offsets(rng, sizes, 20 * 60)
+    m = len(inc)
+    card = a_card[inc]
+    term = np.where(
+        rng.random(m) < 0.7,
+        ecom[rng.integers(0, len(ecom), m)],
+        physical_home[rng.integers(0, len(physical_home), m)],
+    )
+    amount = _typical_amount(pop, card) * rng.uniform(2.5, 6.0, m)
+    injected.append(_Columns(a_t0[inc] + off, card, term.astype(np.int32), amount, np.full(m, 3, np.int8)))
+    incidents.append(
+        pd.DataFrame(
+            {
+                "scenario": 3,
+                "card": a_card,
+                "terminal": -1,
+                "start_ns": a_t0,
+                "end_ns": _burst_end(a_t0, inc, off),
+            }
+        )
+    )
+
+    # (4) card testing: tiny ecom amounts at one merchant within minutes, then a large purchase.
+    n_ct = rng.poisson(rates.card_testing * pop.n_cards * days)
+    t_card = rng.integers(0, pop.n_cards, n_ct).astype(np.int32)
+    t_t0 = _incident_times(rng, n_ct, start_ns, days)
+    t_merchant = ecom[rng.integers(0, len(ecom), n_ct)]
+    sizes = 5 + rng.poisson(5.0, n_ct)
+    inc, off = _burst_offsets(rng, sizes, 40.0)
+    m = len(inc)
+    tiny = _Columns(
+        t_t0[inc] + off,
+        t_card[inc],
+        t_merchant[inc].astype(np.int32),
+        rng.uniform(0.5, 2.99, m),
+        np.full(m, 4, np.int8),
+    )
+    big_t = _burst_end(t_t0, inc, off) + (rng.exponential(300.0, n_ct) * NS_PER_S).astype(np.int64) + NS_PER_S
+    big = _Columns(
+        big_t,
+        t_card,
+        ecom[rng.integers(0, len(ecom), n_ct)].astype(np.int32),
+        rng.uniform(300.0, 2500.0, n_ct),
+        np.full(n_ct, 4, np.int8),
+    )
+    injected += [tiny, big]
+    incidents.append(
+        pd.DataFrame(
+            {"scenario": 4, "card": t_card, "terminal": t_merchant, "start_ns": t_t0, "end_ns": big_t}
+        )
+    )
+
+    # (5) impossible travel: a card-present use far away shortly after a local card-present use.
+    n_it = rng.poisson(rates.impossible_travel * pop.n_cards * days)
+    local = np.flatnonzero((pop.terminal_channel[base.terminal] != _ECOM) & home_term[base.terminal])
+    if len(local) and n_it:
+        anchor = local[rng.integers(0, len(local), n_it)]
+        i_card = base.card[anchor]
+        i_time = base.time_ns[anchor] + (rng.uniform(10, 120, n_it) * 60 * NS_PER_S).astype(np.int64)
+        i_term = physical_far[rng.integers(0, len(physical_far), n_it)].astype(np.int32)
+        amount = _typical_amount(pop, i_card) * rng.uniform(1.5, 4.0, n_it)
+        injected.append(_Columns(i_time, i_card, i_term, amount, np.full(n_it, 5, np.int8)))
+        incidents.append(
+            pd.DataFrame(
+                {
+                    "scenario": 5,
+                    "card": i_card,
+                    "terminal": i_term,
+                    "start_ns": base.time_ns[anchor],
+                    "end_ns": i_time,
+                }
+            )
+        )
+
+    cols = _Columns.concat([base, *injected])
+    # ATMs dispense round amounts.
+    atm = pop.terminal_channel[cols.terminal] == _ATM
+    cols.amount[atm] = np.maximum(20.0, np.round(cols.amount[atm] / 10.0) * 10.0)
+    cols.amount = np.round(cols.amount, 2)
+    cols.time_ns -= cols.time_ns % 1000  # microsecond precision (what Parquet readers and Spark keep)
+    return cols, pd.concat(incidents, ignore_index=True)
+
+
+def _label_delays(
+    rng: np.random.Generator, is_fraud: npt.NDArray[np.bool_], delays: LabelDelays
+) -> FloatArray:
+    """Reporting delay of each transaction's label, in days."""
+    fraud_delay = np.minimum(
+        rng.lognormal(np.log(delays.fraud_median_days), delays.fraud_sigma, len(is_fraud)),
+        delays.fraud_max_days,
+    )
+    return np.where(is_fraud, fraud_delay, delays.genuine_days)
+
+
+def _window(
+    pop: Population,
+    rng: np.random.Generator,
+    rates: ScenarioRates,
+    start_ns: int,
+    days: int,
+) -> tuple[_Columns, pd.DataFrame]:
+    start_weekday = datetime.fromtimestamp(start_ns / NS_PER_S, UTC).weekday()
+    base = _genuine(pop, rng, start_ns, days, start_weekday)
+    cols, incidents = _apply_fraud(pop, base, rng, rates, start_ns, days)
+    return cols.sorted(), incidents
+
+
+@dataclass(frozen=True)
+class SimulatedHistory:
+    """A simulated history: transactions (with label columns), labels, and the fraud incidents behind them."""
+
+    transactions: pd.DataFrame
+    labels: pd.DataFrame
+    incidents: pd.DataFrame
+    population: Population = field(repr=False)
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        """Write ``transactions.parquet`` and ``labels.parquet`` (microsecond UTC timestamps)."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = out_dir / "transactions.parquet", out_dir / "labels.parquet"
+        for frame, path in zip((self.transactions, self.labels), paths, strict=True):
+            frame.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+        return paths
+
+
+def _utc_index(ns: IntArray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
+
+
+def _utc_ns(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    return int(pd.Timestamp(value).tz_convert("UTC").value)
+
+
+def simulate(
+    days: int,
+    n_cards: int = 5_000,
+    n_terminals: int = 2_000,
+    seed: int = 0,
+    start: datetime = DEFAULT_START,
+    rates: ScenarioRates | None = None,
+    delays: LabelDelays | None = None,
+) -> SimulatedHistory:
+    """Simulate ``days`` days of history from ``start`` (UTC), deterministic for ``seed``."""
+    if days < 1:
+        raise ValueError("days must be >= 1")
+    rates, delays = rates or ScenarioRates(), delays or LabelDelays()
+    rng = np.random.default_rng(seed)
+    pop = build_population(n_cards, n_terminals, rng)
+    start_ns = _utc_ns(start)
+    cols, incidents = _window(pop, rng, rates, start_ns, days)
+    n = len(cols)
+    is_fraud = cols.scenario > 0
+    reported_ns = cols.time_ns + (_label_delays(rng, is_fraud, delays) * NS_PER_DAY).astype(np.int64)
+    reported_ns -= reported_ns % 1000
+    width = max(9, len(str(n)))
+    tx_ids = pd.Series(np.arange(n)).astype(str).str.zfill(width).radd("tx-").to_numpy(dtype=object)
+    event_time = _utc_index(cols.time_ns)
+    reported_at = _utc_index(reported_ns)
+    card_id = pop.card_ids[cols.card]
+    terminal_id = pop.terminal_ids[cols.terminal]
+    transactions = pd.DataFrame(
+        {
+            "transaction_id": tx_ids,
+            "event_time": event_time,
+            "card_id": card_id,
+            "terminal_id": terminal_id,
+            "amount": cols.amount,
+            "currency": np.full(n, "EUR", dtype=object),
+            "merchant_category": pop.terminal_mcc[cols.terminal],
+            "channel": np.array(CHANNEL_NAMES, dtype=object)[pop.terminal_channel[cols.terminal]],
+            "country": np.array(_COUNTRY_CODES, dtype=object)[pop.terminal_country[cols.terminal]],
+            "is_fraud": is_fraud,
+            "fraud_scenario": cols.scenario,
+            "reported_at": reported_at,
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "transaction_id": tx_ids,
+            "card_id": card_id,
+            "terminal_id": terminal_id,
+            "event_time": event_time,
+            "is_fraud": is_fraud,
+            "reported_at": reported_at,
+        }
+    )
+    inc_card, inc_term = incidents["card"].to_numpy(), incidents["terminal"].to_numpy()
+    incidents = incidents.assign(
+        scenario_name=incidents["scenario"].map(SCENARIOS),
+        card_id=np.where(inc_card >= 0, pop.card_ids[np.maximum(inc_card, 0)], None),
+        terminal_id=np.where(inc_term >= 0, pop.terminal_ids[np.maximum(inc_term, 0)], None),
+        start=_utc_index(incidents["start_ns"].to_numpy(np.int64)),
+        end=_utc_index(incidents["end_ns"].to_numpy(np.int64)),
+    )
+    return SimulatedHistory(transactions, labels, incidents, pop)
+
+
+@dataclass(frozen=True)
+class LiveBatch:
+    """Transactions to send now, and their labels with the delay (simulated days) after which to send them.
+
+    ``transactions`` are Transaction-shaped dicts (no label fields); ``labels`` are Label-shaped dicts
+    without ``reported_at``: the producer sets it to event_time + delay x its time scale when it sends them.
+    ``card_ids`` parallels ``transactions`` (the Kafka key); ``scenarios`` is kept for metrics and tests only.
+    """
+
+    transactions: list[dict[str, Any]]
+    card_ids: list[str]
+    labels: list[dict[str, Any]]
+    label_delay_days: FloatArray
+    event_time_ns: IntArray
+    scenarios: npt.NDArray[np.int8]
+
+
+class LiveSimulator:
+    """Endless stream of transactions from the same population and scenarios as :func:`simulate`.
+
+    The simulated world runs one day at a time; its events come out in simulated order but are stamped
+    with wall-clock times spread over the interval since the previous batch (never in the future). So the
+    order of each card's transactions and the shape of every scenario are kept, compressed in time.
+    """
+
+    def __init__(
+        self,
+        n_cards: int = 5_000,
+        n_terminals: int = 2_000,
+        seed: int | None = None,
+        rates: ScenarioRates | None = None,
+        delays: LabelDelays | None = None,
+        id_prefix: str | None = None,
+    ) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._rates, self._delays = rates or ScenarioRates(), delays or LabelDelays()
+        self.population = build_population(n_cards, n_terminals, self._rng)
+        self._prefix = id_prefix or f"tx-{uuid.uuid4().hex[:8]}-"
+        self._sim_start_ns = _utc_ns(DEFAULT_START)
+        self._buffer: _Columns | None = None
+        self._pos = 0
+        self._serial = 0
+        self._last_ns: int | None = None
+
+    def _refill(self, need: int) -> None:
+        parts: list[_Columns] = []
+        if self._buffer is not None and self._pos < len(self._buffer):
+            parts.append(self._buffer.take(np.arange(self._pos, len(self._buffer))))
+        have = sum(len(p) for p in parts)
+        while have < need:
+            cols, _ = _window(self.population, self._rng, self._rates, self._sim_start_ns, 1)
+            self._sim_start_ns += NS_PER_DAY
+            parts.append(cols)
+            have += len(cols)
+        self._buffer, self._pos = _Columns.concat(parts), 0
+
+    def next_batch(self, n: int, now: datetime | float | None = None) -> LiveBatch:
+        """The next ``n`` transactions, stamped between the previous call and ``now`` (UTC)."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        if now is None:
+            now_ns = time.time_ns()
+        elif isinstance(now, datetime):
+            now_ns = _utc_ns(now)
+        else:
+            now_ns = int(now * NS_PER_S)
+        if self._buffer is None or len(self._buffer) - self._pos < n:
+            self._refill(n)
+        assert self._buffer is not None
+        cols = self._buffer.take(np.arange(self._pos, self._pos + n))
+        self._pos += n
+        # Spread over (previous now, now], at most 1 s back, monotone and never before the previous batch.
+        lo = now_ns - NS_PER_S if self._last_ns is None else max(self._last_ns, now_ns - NS_PER_S)
+        lo = min(lo, now_ns)
+        t_ns = lo + ((np.arange(1, n + 1) / n) * (now_ns - lo)).astype(np.int64)
+        if self._last_ns is not None:
+            t_ns = np.maximum(t_ns, self._last_ns)
+        t_ns -= t_ns % 1000
+        self._last_ns = int(t_ns[-1])
+        return self._to_batch(cols, t_ns)
+
+    def _to_batch(self, cols: _Columns, t_ns: IntArray) -> LiveBatch:
+        pop, n = self.population, len(cols)
+        serial = np.arange(self._serial, self._serial + n)
+        self._serial += n
+        tx_ids = [self._prefix + str(s) for s in serial.tolist()]
+        times = [s + "Z" for s in np.datetime_as_string(t_ns.view("datetime64[ns]"), unit="us").tolist()]
+        card_ids = pop.card_ids[cols.card].tolist()
+        terminal_ids = pop.terminal_ids[cols.terminal].tolist()
+        amounts = cols.amount.tolist()
+        mcc = pop.terminal_mcc[cols.terminal].tolist()
+        channel = np.array(CHANNEL_NAMES, dtype=object)[pop.terminal_channel[cols.terminal]].tolist()
+        country = np.array(_COUNTRY_CODES, dtype=object)[pop.terminal_country[cols.terminal]].tolist()
+        transactions = [
+            {
+                "transaction_id": t,
+                "event_time": et,
+                "card_id": c,
+                "terminal_id": term,
+                "amount": a,
+                "currency": "EUR",
+                "merchant_category": m,
+                "channel": ch,
+                "country": co,
+            }
+            for t, et, c, term, a, m, ch, co in zip(
+                tx_ids, times, card_ids, terminal_ids, amounts, mcc, channel, country, strict=True
+            )
+        ]
+        is_fraud = cols.scenario > 0
+        labels = [
+            {"transaction_id": t, "card_id": c, "terminal_id": term, "event_time": et, "is_fraud": f}
+            for t, c, term, et, f in zip(
+                tx_ids, card_ids, terminal_ids, times, is_fraud.tolist(), strict=True
+            )
+        ]
+        return LiveBatch(
+            transactions=transactions,
+            card_ids=card_ids,
+            labels=labels,
+            label_delay_days=_label_delays(self._rng, is_fraud, self._delays),
+            event_time_ns=t_ns,
+            scenarios=cols.scenario,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fraudwatch.simulator",
+        description="Write simulated transaction history (transactions.parquet, labels.parquet).",
+    )
+    parser.add_argument("--days", type=int, default=60, help="simulated days (default 60)")
+    parser.add_argument("--out", type=Path, default=Path(".local/data"), help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cards", type=int, default=5_000)
+    parser.add_argument("--terminals", type=int, default=2_000)
+    parser.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        default=DEFAULT_START,
+        help="first day, ISO 8601 (UTC if no offset)",
+    )
+    args = parser.parse_args(argv)
+    start = args.start if args.start.tzinfo else args.start.replace(tzinfo=UTC)
+    t0 = time.perf_counter()
+    history = simulate(args.days, args.cards, args.terminals, args.seed, start)
+    paths = history.write(args.out)
+    tx = history.transactions
+    per = np.bincount(tx["fraud_scenario"].to_numpy(), minlength=len(SCENARIOS))
+    mix = ", ".join(f"{SCENARIOS[k]}={int(v)}" for k, v in enumerate(per))
+    end = (start + timedelta(days=args.days)).date()
+    print(
+        f"{len(tx):,} transactions ({tx['is_fraud'].mean():.3%} fraud: {mix}) over {args.days} days "
+        f"from {start.date()} to {end} in {time.perf_counter() - t0:.1f}s"
+    )
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - CLI
+    raise SystemExit(main())
