@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAUDWATCH_", extra="ignore", frozen=True)
 
     environment: Literal["development", "test", "production"] = "development"
-    local_dir: Path = Field(default=Path(".local"), description="Runtime state (data, services, checkpoints).")
+    local_dir: Path = Field(
+        default=Path(".local"), description="Runtime state (data, services, checkpoints)."
+    )
 
     # Kafka
     kafka_bootstrap: str = "localhost:9092"
@@ -57,7 +59,9 @@ class Settings(BaseSettings):
     # Stream job
     stream_metrics_port: int = Field(default=9108, ge=1, le=65535)
     stream_trigger_seconds: float = Field(default=1.0, gt=0)
-    stream_checkpoint_dir: Path | None = Field(default=None, description="Defaults to <local_dir>/checkpoints.")
+    stream_checkpoint_dir: Path | None = Field(
+        default=None, description="Defaults to <local_dir>/checkpoints."
+    )
     stream_shuffle_partitions: int = Field(default=2, ge=1)
     stream_max_offsets_per_trigger: int = Field(default=50_000, ge=1)
     max_record_bytes: int = Field(default=16_384, ge=256, description="Larger records go to the DLQ.")
@@ -85,7 +89,9 @@ class Settings(BaseSettings):
             if self.api_token is None or len(self.api_token.get_secret_value()) < 16:
                 raise ValueError("FRAUDWATCH_API_TOKEN must be set (>= 16 characters) in production")
             if self.store_backend == "sqlite":
-                raise ValueError("the SQLite online store is for development; use FRAUDWATCH_STORE_BACKEND=redis")
+                raise ValueError(
+                    "the SQLite online store is for development; use FRAUDWATCH_STORE_BACKEND=redis"
+                )
         return self
 
     @property

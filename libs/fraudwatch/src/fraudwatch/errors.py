@@ -1,12 +1,12 @@
 """The fraudwatch error hierarchy.
 
-    FraudwatchError                 base of everything this library raises on purpose
-    ├── ConfigError                 a setting is missing, malformed or unsafe for the environment
-    ├── SchemaError                 an event failed validation (carries the field and the reason)
-    ├── FeatureStateError           entity state cannot be decoded (wrong version, corrupt bytes)
-    ├── ModelError                  a model cannot be loaded, or its metadata is inconsistent
-    └── StoreError                  the online store cannot be reached or answered badly
-        └── StoreUnavailable        the store is down (the API answers 503, never 500)
+FraudwatchError                 base of everything this library raises on purpose
+├── ConfigError                 a setting is missing, malformed or unsafe for the environment
+├── SchemaError                 an event failed validation (carries the field and the reason)
+├── FeatureStateError           entity state cannot be decoded (wrong version, corrupt bytes)
+├── ModelError                  a model cannot be loaded, or its metadata is inconsistent
+└── StoreError                  the online store cannot be reached or answered badly
+    └── StoreUnavailable        the store is down (the API answers 503, never 500)
 """
 
 from __future__ import annotations

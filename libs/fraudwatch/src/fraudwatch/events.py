@@ -97,7 +97,9 @@ class Transaction(_Event):
     )
 
     transaction_id: EntityId = Field(description="Unique transaction id.")
-    event_time: AwareDatetime = Field(description="When the transaction happened (RFC 3339, converted to UTC).")
+    event_time: AwareDatetime = Field(
+        description="When the transaction happened (RFC 3339, converted to UTC)."
+    )
     card_id: EntityId = Field(description="The card (customer) id.")
     terminal_id: EntityId = Field(description="The merchant terminal id.")
     amount: float = Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, strict=True, description="Amount, >= 0.")

@@ -153,38 +153,37 @@ def card_block(
     c1h = s1h = 0.0
     small1h = 0.0
     lo = m - CARD_M5_KEPT + 1
-    for b in state.m5:
-        if lo <= b[0] <= m:
-            c1h += b[1]
-            s1h += b[2]
-            small1h += b[4]
+    for i, n, s, _, sm in state.m5:
+        if lo <= i <= m:
+            c1h += n
+            s1h += s
+            small1h += sm
 
     h = int(ts // HOUR)
     c1d = s1d = mx1d = 0.0
     lo = h - CARD_HOURS_KEPT + 1
-    for b in state.hours:
-        if lo <= b[0] <= h:
-            c1d += b[1]
-            s1d += b[2]
-            if b[3] > mx1d:
-                mx1d = b[3]
+    for i, n, s, mx, _ in state.hours:
+        if lo <= i <= h:
+            c1d += n
+            s1d += s
+            if mx > mx1d:
+                mx1d = mx
 
     d = int(ts // DAY)
     c7 = s7 = mx7 = c30 = s30 = mx30 = 0.0
     lo7 = d - 6
     lo30 = d - CARD_DAYS_KEPT + 1
-    for b in state.days:
-        i = b[0]
+    for i, n, s, mx, _ in state.days:
         if lo30 <= i <= d:
-            c30 += b[1]
-            s30 += b[2]
-            if b[3] > mx30:
-                mx30 = b[3]
+            c30 += n
+            s30 += s
+            if mx > mx30:
+                mx30 = mx
             if i >= lo7:
-                c7 += b[1]
-                s7 += b[2]
-                if b[3] > mx7:
-                    mx7 = b[3]
+                c7 += n
+                s7 += s
+                if mx > mx7:
+                    mx7 = mx
 
     mean1d = s1d / c1d if c1d else 0.0
     mean7 = s7 / c7 if c7 else 0.0
@@ -242,8 +241,7 @@ def terminal_block(state: TerminalState | None, ts: float) -> list[float]:
     c1 = c7 = c30 = f7 = f30 = 0
     dc1 = dc7 = dc30 = df1 = df7 = df30 = 0
     dd = d - DELAY_DAYS
-    for b in state.days:
-        i, n, f = b[0], b[1], b[2]
+    for i, n, f in state.days:
         if i > d:
             continue
         if i >= d - 29:
@@ -294,7 +292,9 @@ def feature_vector(
     channel: str | None,
 ) -> list[float]:
     """The whole feature vector (in FEATURE_NAMES order) of one transaction, read only."""
-    return card_block(card_state, ts, amount, terminal_id, country, channel) + terminal_block(terminal_state, ts)
+    return card_block(card_state, ts, amount, terminal_id, country, channel) + terminal_block(
+        terminal_state, ts
+    )
 
 
 def _add_bucket(buckets: list[list[float]], idx: int, keep: int, amount: float, small: int) -> None:
