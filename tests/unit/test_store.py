@@ -1,0 +1,63 @@
+"""The SQLite online store (the embedded default). Redis is covered in tests/integration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fraudwatch.errors import StoreError, StoreUnavailable
+from fraudwatch.features import CardState, TerminalState, update_card, update_terminal
+from fraudwatch.store import SQLiteStore
+
+
+def _states() -> tuple[CardState, TerminalState]:
+    card = update_card(CardState(), 1_700_000_000.0, 12.5, "t1", "BE")
+    term = update_terminal(TerminalState(), 1_700_000_000.0)
+    return card, term
+
+
+def test_put_get_round_trip_and_cold_start(tmp_path: Path) -> None:
+    calls: list[tuple[str, str, bool]] = []
+    store = SQLiteStore(
+        tmp_path / "s.sqlite", observer=lambda b, op, s, failed: calls.append((b, op, failed))
+    )
+    card, term = _states()
+    store.put({"c1": card.to_bytes()}, {"t1": term.to_bytes()}, updated_at=123.0)
+    got = store.get("c1", "t1")
+    assert got.card == card and got.terminal == term
+    assert got.card_updated_at == 123.0 and got.terminal_updated_at == 123.0
+    cold = store.get("unknown", "t1")
+    assert cold.card is None and cold.terminal == term
+    many = store.get_many([("c1", "nope"), ("nope", "t1")])
+    assert many[0].card == card and many[0].terminal is None
+    assert many[1].card is None and many[1].terminal == term
+    assert ("sqlite", "put", False) in calls and ("sqlite", "get", False) in calls
+    assert store.ping()
+
+
+def test_reader_sees_writer_updates(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    writer = SQLiteStore(path)
+    reader = SQLiteStore(path, readonly=True)
+    card, term = _states()
+    writer.put({"c1": card.to_bytes()}, {}, updated_at=1.0)
+    assert reader.get("c1", "t1").card == card
+    update_card(card, 1_700_000_100.0, 99.0, "t2", "BE")
+    writer.put({"c1": card.to_bytes()}, {}, updated_at=2.0)
+    assert reader.get("c1", "t1").card_updated_at == 2.0
+
+
+def test_missing_file_is_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "missing.sqlite", readonly=True)
+    with pytest.raises(StoreUnavailable):
+        store.get("c1", "t1")
+    assert store.ping() is False
+
+
+def test_corrupt_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "broken.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SQLiteStore(path, readonly=True)
+    with pytest.raises(StoreError):
+        store.get("c1", "t1")
