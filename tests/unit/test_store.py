@@ -40,7 +40,7 @@ def test_reader_sees_writer_updates(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     writer = SQLiteStore(path)
     reader = SQLiteStore(path, readonly=True)
-    card, term = _states()
+    card, _term = _states()
     writer.put({"c1": card.to_bytes()}, {}, updated_at=1.0)
     assert reader.get("c1", "t1").card == card
     update_card(card, 1_700_000_100.0, 99.0, "t2", "BE")
