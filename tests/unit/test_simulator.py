@@ -96,11 +96,15 @@ def test_scenarios_have_their_shape(history: SimulatedHistory) -> None:
     assert (ato["channel"] == "ecom").mean() > 0.5
     # Compromised terminals: every transaction at such a terminal inside its window is fraud.
     inc = history.incidents[history.incidents["scenario"] == 2].iloc[0]
-    window = tx[(tx["terminal_id"] == inc["terminal_id"]) & tx["event_time"].between(inc["start"], inc["end"])]
+    window = tx[
+        (tx["terminal_id"] == inc["terminal_id"]) & tx["event_time"].between(inc["start"], inc["end"])
+    ]
     assert window["is_fraud"].all()
 
 
-def test_no_label_before_its_transaction_and_delays_follow_the_distribution(history: SimulatedHistory) -> None:
+def test_no_label_before_its_transaction_and_delays_follow_the_distribution(
+    history: SimulatedHistory,
+) -> None:
     labels = history.labels
     delay_days = (labels["reported_at"] - labels["event_time"]).dt.total_seconds() / 86_400
     assert (delay_days >= 0).all()
@@ -176,7 +180,10 @@ def test_live_uses_the_same_scenarios() -> None:
 
 
 def test_cli_writes_parquet(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert main(["--days", "3", "--cards", "200", "--terminals", "100", "--out", str(tmp_path), "--seed", "4"]) == 0
+    assert (
+        main(["--days", "3", "--cards", "200", "--terminals", "100", "--out", str(tmp_path), "--seed", "4"])
+        == 0
+    )
     tx = pd.read_parquet(tmp_path / "transactions.parquet")
     labels = pd.read_parquet(tmp_path / "labels.parquet")
     assert tuple(tx.columns) == TRANSACTION_COLUMNS and tuple(labels.columns) == LABEL_COLUMNS

@@ -624,11 +624,13 @@ def simulate(
             "reported_at": reported_at,
         }
     )
-    inc_card, inc_term = incidents["card"].to_numpy(), incidents["terminal"].to_numpy()
+    inc_card = incidents["card"].to_numpy(np.int64)
+    inc_term = incidents["terminal"].to_numpy(np.int64)
+    none = np.array(None, dtype=object)
     incidents = incidents.assign(
         scenario_name=incidents["scenario"].map(SCENARIOS),
-        card_id=np.where(inc_card >= 0, pop.card_ids[np.maximum(inc_card, 0)], None),
-        terminal_id=np.where(inc_term >= 0, pop.terminal_ids[np.maximum(inc_term, 0)], None),
+        card_id=np.where(inc_card >= 0, pop.card_ids[np.maximum(inc_card, 0)], none),
+        terminal_id=np.where(inc_term >= 0, pop.terminal_ids[np.maximum(inc_term, 0)], none),
         start=_utc_index(incidents["start_ns"].to_numpy(np.int64)),
         end=_utc_index(incidents["end_ns"].to_numpy(np.int64)),
     )
