@@ -65,7 +65,8 @@ up: ## start Kafka, MLflow, Redis and Prometheus (where installed); waits until 
 	$(PY) scripts/services.py up
 
 .PHONY: down
-down: ## stop every local service that `make up` started
+down: ## stop the API and stream the demo started, then every local service that `make up` started
+	$(PY) scripts/demo.py --stop-apps
 	$(PY) scripts/services.py down
 
 .PHONY: status
@@ -95,7 +96,7 @@ produce: ## stream live simulated transactions (RATE= events/s, DURATION= s)
 .PHONY: demo
 demo: ## the whole pipeline end to end, then a summary (DURATION=60, STOP=1 to stop services after)
 	$(MAKE) setup
-	$(PY) scripts/demo.py --duration $(DURATION) $(if $(filter 1,$(STOP)),--stop)
+	$(PY) scripts/demo.py --duration $(DURATION) --rate $(if $(filter command line,$(origin RATE)),$(RATE),500) $(if $(filter 1,$(STOP)),--stop)
 
 .PHONY: test-unit
 test-unit: ## fast tests, no services
