@@ -60,6 +60,10 @@ fmt: ## format and autofix
 schemas: ## regenerate docs/schemas/ from the pydantic event models
 	$(PY) -m fraudwatch.events docs/schemas
 
+.PHONY: config-docs
+config-docs: ## regenerate docs/configuration.md from the Settings class
+	$(PY) -m fraudwatch.config > docs/configuration.md
+
 .PHONY: up
 up: ## start Kafka, MLflow, Redis and Prometheus (where installed); waits until healthy
 	$(PY) scripts/services.py up

@@ -53,3 +53,12 @@ def test_unsafe_or_malformed_values_are_refused(kwargs: dict[str, object]) -> No
 def test_production_with_token_and_redis_is_accepted() -> None:
     s = Settings(environment="production", store_backend="redis", api_token="t" * 32)
     assert s.api_token is not None
+
+
+def test_configuration_reference_is_current() -> None:
+    from pathlib import Path
+
+    from fraudwatch.config import configuration_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert doc.read_text() == configuration_markdown(), "docs/configuration.md is stale: run `make config-docs`"

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "configuration_markdown", "get_settings"]
 
 
 class Settings(BaseSettings):
@@ -22,57 +22,63 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FRAUDWATCH_", extra="ignore", frozen=True)
 
-    environment: Literal["development", "test", "production"] = "development"
+    environment: Literal["development", "test", "production"] = Field(
+        default="development", description="production refuses unsafe values (no token, SQLite store)."
+    )
     local_dir: Path = Field(
         default=Path(".local"), description="Runtime state (data, services, checkpoints)."
     )
 
     # Kafka
-    kafka_bootstrap: str = "localhost:9092"
+    kafka_bootstrap: str = Field(
+        default="localhost:9092", description="Kafka bootstrap servers (host:port,...)."
+    )
     topic_transactions: str = "transactions"
     topic_labels: str = "labels"
     topic_scored: str = "transactions.scored"
     topic_alerts: str = "fraud.alerts"
     topic_dlq: str = "transactions.dlq"
-    topic_partitions: int = Field(default=2, ge=1, le=1024)
+    topic_partitions: int = Field(
+        default=2, ge=1, le=1024, description="Partitions of each topic `make up` creates."
+    )
 
     # MLflow
-    mlflow_tracking_uri: str = "http://localhost:5000"
-    model_name: str = "fraud-detector"
-    model_alias: str = "production"
+    mlflow_tracking_uri: str = Field(default="http://localhost:5000", description="MLflow tracking server.")
+    model_name: str = Field(default="fraud-detector", description="Registered model name.")
+    model_alias: str = Field(default="production", description="Alias the API and stream serve.")
     model_uri: str | None = Field(default=None, description="Overrides models:/<model_name>@<model_alias>.")
 
     # Online store
-    store_backend: Literal["sqlite", "redis"] = "sqlite"
+    store_backend: Literal["sqlite", "redis"] = Field(default="sqlite", description="Online store backend.")
     sqlite_path: Path | None = Field(default=None, description="Defaults to <local_dir>/store/online.sqlite.")
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = Field(default="redis://localhost:6379/0", description="Redis online store URL.")
 
     # Scorer API
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8000, ge=1, le=65535)
-    api_workers: int = Field(default=2, ge=1, le=64)
-    api_token: SecretStr | None = None
-    api_max_batch: int = Field(default=1000, ge=1, le=100_000)
-    api_max_body_bytes: int = Field(default=2_000_000, ge=1024)
-    model_poll_seconds: float = Field(default=10.0, gt=0)
+    api_host: str = Field(default="127.0.0.1", description="Scorer API bind address.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Scorer API port.")
+    api_workers: int = Field(default=2, ge=1, le=64, description="uvicorn worker processes.")
+    api_token: SecretStr | None = Field(default=None, description="Bearer token for /score routes.")
+    api_max_batch: int = Field(default=1000, ge=1, le=100_000, description="Max items in /score/batch.")
+    api_max_body_bytes: int = Field(default=2_000_000, ge=1024, description="Larger bodies get 413.")
+    model_poll_seconds: float = Field(default=10.0, gt=0, description="Registry poll for alias moves.")
 
     # Stream job
-    stream_metrics_port: int = Field(default=9108, ge=1, le=65535)
-    stream_trigger_seconds: float = Field(default=1.0, gt=0)
+    stream_metrics_port: int = Field(default=9108, ge=1, le=65535, description="Stream /metrics port.")
+    stream_trigger_seconds: float = Field(default=1.0, gt=0, description="Micro-batch trigger interval.")
     stream_checkpoint_dir: Path | None = Field(
         default=None, description="Defaults to <local_dir>/checkpoints."
     )
-    stream_shuffle_partitions: int = Field(default=2, ge=1)
-    stream_max_offsets_per_trigger: int = Field(default=50_000, ge=1)
+    stream_shuffle_partitions: int = Field(default=2, ge=1, description="spark.sql.shuffle.partitions.")
+    stream_max_offsets_per_trigger: int = Field(default=50_000, ge=1, description="Kafka records per batch.")
     max_record_bytes: int = Field(default=16_384, ge=256, description="Larger records go to the DLQ.")
 
     # Producer
-    producer_metrics_port: int = Field(default=9109, ge=1, le=65535)
+    producer_metrics_port: int = Field(default=9109, ge=1, le=65535, description="Producer /metrics port.")
 
     # Services (local, `make up`)
-    mlflow_port: int = Field(default=5000, ge=1, le=65535)
-    redis_port: int = Field(default=6379, ge=1, le=65535)
-    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="Port `make up` gives MLflow.")
+    redis_port: int = Field(default=6379, ge=1, le=65535, description="Port `make up` gives Redis.")
+    prometheus_port: int = Field(default=9090, ge=1, le=65535, description="Port `make up` gives Prometheus.")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -121,3 +127,28 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
     return Settings()
+
+
+def configuration_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from :class:`Settings`."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every part reads these settings from the environment (generated from `fraudwatch.config.Settings`",
+        "by `make config-docs`; a unit test keeps this page current).",
+        "",
+        "| variable | default | description |",
+        "|---|---|---|",
+    ]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, Path):
+            default = str(default)
+        shown = "—" if default is None else f"`{default}`"
+        desc = info.description or ""
+        lines.append(f"| `FRAUDWATCH_{name.upper()}` | {shown} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - CLI
+    print(configuration_markdown(), end="")
