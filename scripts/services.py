@@ -346,7 +346,8 @@ class Services:
 
     def ensure(self, *names: str) -> None:
         """Start every service in ``names`` that is not already healthy (all at once), wait until each is
-        healthy (Kafka: and its topics exist); on failure stop what was started and raise with the log."""
+        healthy (Kafka: and its topics exist). A service that fails is stopped and raises with its log tail;
+        services that already came up keep running, those still starting are stopped."""
         pending: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
         try:
             # MLflow is the slowest to boot (heavy imports): start it first, the others meanwhile
@@ -354,12 +355,17 @@ class Services:
                 proc = self._begin(name)
                 if proc is not None:
                     pending[name] = (proc, time.monotonic())
-            for name in names:
-                if name in pending:
-                    proc, started = pending[name]
-                    self._await(name, proc, started)
-                if name == "kafka":
-                    self.create_topics(self.topics, self.topic_partitions)
+            waiting = pending  # healthy ones leave it; what is left is stopped on failure
+            if "kafka" in names and "kafka" not in pending:
+                self.create_topics(self.topics, self.topic_partitions)
+            while waiting:  # poll every pending service; each is reported as soon as it is healthy
+                for name, (proc, started) in list(waiting.items()):
+                    if self._check_started(name, proc, started):
+                        del waiting[name]
+                        if name == "kafka":
+                            self.create_topics(self.topics, self.topic_partitions)
+                if waiting:
+                    time.sleep(0.2)
         except BaseException:
             for name in pending:
                 with contextlib.suppress(Exception):
@@ -383,19 +389,22 @@ class Services:
             )
         return self._spawn(name)
 
-    def _await(self, name: str, proc: subprocess.Popen[bytes], started: float) -> None:
-        remaining = self.start_timeout - (time.monotonic() - started)
-        if not _wait_until(lambda: proc.poll() is None and self.healthy(name), remaining):
-            code = proc.poll()
-            log = self._tail_logs(name)
-            self._stop(name)
-            state = f"exited with code {code}" if code is not None else "not healthy"
-            raise ServiceError(
-                f"{name} failed to start ({state} after {time.monotonic() - started:.0f}s); "
-                f"last {LOG_TAIL_LINES} log lines:\n{log}"
-            )
-        took = time.monotonic() - started
-        self._say(f"{name:<11} started on port {self.port(name)} (pid {proc.pid}) in {took:.1f}s")
+    def _check_started(self, name: str, proc: subprocess.Popen[bytes], started: float) -> bool:
+        """True once ``name`` is healthy; raises (with the log tail) when it died or timed out."""
+        code = proc.poll()
+        if code is None and self.healthy(name):
+            took = time.monotonic() - started
+            self._say(f"{name:<11} started on port {self.port(name)} (pid {proc.pid}) in {took:.1f}s")
+            return True
+        elapsed = time.monotonic() - started
+        if code is None and elapsed < self.start_timeout:
+            return False
+        log = self._tail_logs(name)
+        self._stop(name)
+        state = f"exited with code {code}" if code is not None else "not healthy"
+        raise ServiceError(
+            f"{name} failed to start ({state} after {elapsed:.0f}s); last {LOG_TAIL_LINES} log lines:\n{log}"
+        )
 
     def _tail_logs(self, name: str) -> str:
         parts = []
