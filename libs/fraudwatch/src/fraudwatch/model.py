@@ -1,0 +1,613 @@
+"""The model contract: an MLflow pyfunc that scores enriched transactions, decides and says why.
+
+:class:`FraudModel` wraps a fitted scikit-learn estimator together with everything a consumer needs: the
+feature list (always :data:`fraudwatch.features.FEATURE_NAMES`), the two decision thresholds, a training
+reference (quantiles, means, importances and histograms, for reasons and drift) and provenance metadata.
+
+* ``predict(context, frame)`` is the pyfunc entry point (stream UDF, ``mlflow models serve``).
+* ``score_matrix(X)``, ``decide(scores)`` and ``explain(row)`` are the API's fast path: the estimator is
+  compiled to numpy (the logistic regression to a dot product, gradient-boosted trees to flat node arrays
+  walked for all trees at once), because scikit-learn's own ``predict_proba`` costs milliseconds per call.
+
+The estimator is stored with skops (no pickle); the metadata as JSON. Registry helpers (:func:`log_model`,
+:func:`promote_if_better`, :func:`load_model`, :func:`resolve_alias`) implement the gated promotion through
+the ``challenger`` and ``production`` aliases.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.pyfunc.model import PythonModel
+from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import Array
+
+from fraudwatch.errors import ModelError
+from fraudwatch.features import FEATURE_NAMES
+from fraudwatch.reasons import REASON_RULES, explain_row
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+__all__ = [
+    "CHALLENGER",
+    "DECISIONS",
+    "PRODUCTION",
+    "TRUSTED_TYPES",
+    "FraudModel",
+    "Histogram",
+    "LoadedModel",
+    "PromotionResult",
+    "Reference",
+    "Thresholds",
+    "compute_reference",
+    "load_model",
+    "log_model",
+    "model_signature",
+    "population_stability_index",
+    "promote_if_better",
+    "resolve_alias",
+    "set_alias",
+]
+
+FloatArray = npt.NDArray[np.float64]
+DECISIONS: tuple[str, str, str] = ("approve", "review", "decline")
+CHALLENGER = "challenger"
+PRODUCTION = "production"
+# skops refuses to load any type not known to be safe; these are the only extra ones our estimators need.
+TRUSTED_TYPES: tuple[str, ...] = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
+QUANTILE_LEVELS = 101  # 0 %, 1 %, ..., 100 %
+HISTOGRAM_BINS = 10
+# Features whose distribution drift is worth watching (PSI), besides the score.
+DRIFT_FEATURES: tuple[str, ...] = (
+    "amount",
+    "card_count_1d",
+    "amount_to_card_mean_30d",
+    "card_terminal_is_new",
+    "terminal_risk_delayed_30d",
+    "terminal_fraud_count_30d",
+)
+_ESTIMATOR_ARTIFACT = "estimator"
+_METADATA_ARTIFACT = "metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Decision thresholds on the score: ``review <= score < decline`` is review, above is decline."""
+
+    review: float
+    decline: float
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.review < self.decline <= 1.0):
+            raise ModelError(f"thresholds need 0 <= review < decline <= 1, got {self.review}, {self.decline}")
+
+
+@dataclass(slots=True)
+class Histogram:
+    """A reference distribution: bin edges (``len(shares) + 1``; outer edges are -inf / +inf) and shares."""
+
+    edges: list[float]
+    shares: list[float]
+
+    @classmethod
+    def of(cls, values: npt.ArrayLike, bins: int = HISTOGRAM_BINS) -> Histogram:
+        v = np.asarray(values, dtype=np.float64)
+        inner = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])) if v.size else np.empty(0)
+        edges = [-math.inf, *inner.tolist(), math.inf]
+        return cls(edges=edges, shares=_shares(v, edges))
+
+
+def _shares(values: FloatArray, edges: Sequence[float]) -> list[float]:
+    counts, _ = np.histogram(values, bins=np.asarray(edges))
+    total = counts.sum()
+    return (counts / total).tolist() if total else [0.0] * (len(edges) - 1)
+
+
+def population_stability_index(reference: Histogram, values: npt.ArrayLike, floor: float = 1e-4) -> float:
+    """PSI of ``values`` against the reference histogram (0.1: watch, 0.25: drifted)."""
+    actual = np.maximum(np.asarray(_shares(np.asarray(values, dtype=np.float64), reference.edges)), floor)
+    expected = np.maximum(np.asarray(reference.shares), floor)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+@dataclass(slots=True)
+class Reference:
+    """What the training data looked like: per-feature quantiles and means, importances, histograms."""
+
+    quantiles: dict[str, list[float]] = field(default_factory=dict)
+    means: dict[str, float] = field(default_factory=dict)
+    importances: dict[str, float] = field(default_factory=dict)
+    score_histogram: Histogram | None = None
+    feature_histograms: dict[str, Histogram] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Reference:
+        score = data.get("score_histogram")
+        return cls(
+            quantiles={k: [float(x) for x in v] for k, v in data.get("quantiles", {}).items()},
+            means={k: float(v) for k, v in data.get("means", {}).items()},
+            importances={k: float(v) for k, v in data.get("importances", {}).items()},
+            score_histogram=Histogram(**score) if score else None,
+            feature_histograms={k: Histogram(**v) for k, v in data.get("feature_histograms", {}).items()},
+        )
+
+
+def compute_reference(
+    X: npt.ArrayLike,
+    scores: npt.ArrayLike | None = None,
+    importances: Mapping[str, float] | None = None,
+    feature_names: Sequence[str] = FEATURE_NAMES,
+) -> Reference:
+    """The reference of a training matrix (rows x ``feature_names``) and the model's scores on it."""
+    m = np.asarray(X, dtype=np.float64)
+    levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
+    q = np.quantile(m, levels, axis=0) if len(m) else np.zeros((QUANTILE_LEVELS, len(feature_names)))
+    means = m.mean(axis=0) if len(m) else np.zeros(len(feature_names))
+    names = list(feature_names)
+    return Reference(
+        quantiles={name: q[:, j].tolist() for j, name in enumerate(names)},
+        means={name: float(means[j]) for j, name in enumerate(names)},
+        importances=dict(importances or {}),
+        score_histogram=Histogram.of(scores) if scores is not None else None,
+        feature_histograms={f: Histogram.of(m[:, names.index(f)]) for f in DRIFT_FEATURES if f in names},
+    )
+
+
+class _CompiledTrees:
+    """Gradient-boosted binary trees as flat arrays, walked for all trees (and a block of rows) at once."""
+
+    def __init__(self, predictors: Sequence[Sequence[Any]], baseline: float) -> None:
+        nodes = [p[0].nodes for p in predictors]
+        sizes = np.array([len(n) for n in nodes], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        allnodes = np.concatenate(nodes)
+        tree_of = np.repeat(offsets, sizes)
+        if np.any(allnodes["is_categorical"]):
+            raise ModelError("categorical splits are not supported by the compiled scorer")
+        self.roots = offsets
+        self.feature = allnodes["feature_idx"].astype(np.int64)
+        self.threshold = allnodes["num_threshold"].astype(np.float64)
+        self.missing_left = allnodes["missing_go_to_left"].astype(bool)
+        self.is_leaf = allnodes["is_leaf"].astype(bool)
+        self.left = np.where(
+            self.is_leaf, np.arange(len(allnodes)), allnodes["left"].astype(np.int64) + tree_of
+        )
+        self.right = np.where(
+            self.is_leaf, np.arange(len(allnodes)), allnodes["right"].astype(np.int64) + tree_of
+        )
+        self.value = allnodes["value"].astype(np.float64)
+        self.depth = int(allnodes["depth"].max()) if len(allnodes) else 0
+        self.baseline = baseline
+
+    def raw(self, X: FloatArray, block: int = 2048) -> FloatArray:
+        out = np.empty(len(X), dtype=np.float64)
+        for start in range(0, len(X), block):
+            xb = X[start : start + block]
+            rows = np.arange(len(xb))[:, None]
+            node = np.broadcast_to(self.roots, (len(xb), len(self.roots))).copy()
+            for _ in range(self.depth):
+                xv = xb[rows, self.feature[node]]
+                go_left = np.where(np.isnan(xv), self.missing_left[node], xv <= self.threshold[node])
+                node = np.where(go_left, self.left[node], self.right[node])
+            out[start : start + block] = self.baseline + self.value[node].sum(axis=1)
+        return out
+
+
+class _Linear:
+    """A StandardScaler + LogisticRegression pipeline as numpy: the same arithmetic, no sklearn overhead."""
+
+    def __init__(self, mean: FloatArray | None, scale: FloatArray | None, coef: FloatArray, intercept: float):
+        self.mean = mean
+        self.scale = scale
+        self.coef = coef
+        self.intercept = intercept
+
+    def raw(self, X: FloatArray) -> FloatArray:
+        z = X
+        if self.mean is not None:
+            z = z - self.mean
+        if self.scale is not None:
+            z = z / self.scale
+        out: FloatArray = z @ self.coef + self.intercept
+        return out
+
+
+def _compile(estimator: Any) -> Callable[[FloatArray], FloatArray] | None:
+    """A numpy scorer for the estimators we train, or None (then sklearn's predict_proba is used)."""
+    steps = list(estimator.steps) if hasattr(estimator, "steps") else [("model", estimator)]
+    final = steps[-1][1]
+    pre = [s for _, s in steps[:-1] if s is not None and s != "passthrough"]
+    kind = type(final).__name__
+    if kind == "HistGradientBoostingClassifier" and not pre and final.n_trees_per_iteration_ == 1:
+        trees = _CompiledTrees(final._predictors, float(np.ravel(final._baseline_prediction)[0]))
+        return lambda X: _sigmoid(trees.raw(X))
+    if kind == "LogisticRegression" and len(pre) <= 1 and np.ravel(final.intercept_).size == 1:
+        mean = scale = None
+        if pre:
+            if type(pre[0]).__name__ != "StandardScaler":
+                return None
+            mean = pre[0].mean_ if pre[0].with_mean else None
+            scale = pre[0].scale_ if pre[0].with_std else None
+        lin = _Linear(
+            mean, scale, np.ravel(final.coef_).astype(np.float64), float(np.ravel(final.intercept_)[0])
+        )
+        return lambda X: _sigmoid(lin.raw(X))
+    return None
+
+
+def _sigmoid(raw: FloatArray) -> FloatArray:
+    # scipy's expit semantics without the import: stable for large |raw|
+    out: FloatArray = np.exp(-np.logaddexp(0.0, -raw))
+    return out
+
+
+def model_kind(estimator: Any) -> str:
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    return {
+        "HistGradientBoostingClassifier": "hist_gradient_boosting",
+        "LogisticRegression": "logistic_regression",
+    }.get(type(final).__name__, type(final).__name__)
+
+
+class FraudModel(PythonModel):  # type: ignore[misc]
+    """A fitted fraud classifier with its features, thresholds, training reference and provenance."""
+
+    def __init__(
+        self,
+        estimator: Any = None,
+        thresholds: Thresholds | None = None,
+        reference: Reference | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        feature_names: Sequence[str] = FEATURE_NAMES,
+    ) -> None:
+        self.feature_names: tuple[str, ...] = tuple(feature_names)
+        self.thresholds = thresholds or Thresholds(0.5, 0.9)
+        self.reference = reference or Reference()
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.estimator: Any = None
+        self._scorer: Callable[[FloatArray], FloatArray] | None = None
+        self._weights: dict[str, float] = {}
+        self._check_features()
+        if estimator is not None:
+            self.set_estimator(estimator)
+        self._refresh_weights()
+
+    # -- construction and persistence ------------------------------------------------------------------
+
+    def set_estimator(self, estimator: Any) -> None:
+        self.estimator = estimator
+        self._scorer = _compile(estimator)
+        self.metadata.setdefault("model_kind", model_kind(estimator))
+
+    def _check_features(self) -> None:
+        if self.feature_names != FEATURE_NAMES:
+            missing = sorted(set(FEATURE_NAMES) - set(self.feature_names))
+            extra = sorted(set(self.feature_names) - set(FEATURE_NAMES))
+            raise ModelError(
+                "model features differ from fraudwatch.features.FEATURE_NAMES "
+                f"(missing {missing}, unexpected {extra}, or another order): retrain with this library"
+            )
+
+    def _refresh_weights(self) -> None:
+        imp = {k: max(v, 0.0) for k, v in self.reference.importances.items()}
+        top = max(imp.values(), default=0.0)
+        # Importance decides the order between reasons; a small floor keeps rare-but-unimportant ones rankable.
+        self._weights = {
+            r.feature: 0.1 + (imp.get(r.feature, 0.0) / top if top > 0 else 1.0) for r in REASON_RULES
+        }
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "feature_names": list(self.feature_names),
+            "thresholds": {"review": self.thresholds.review, "decline": self.thresholds.decline},
+            "reference": self.reference.to_dict(),
+            "metadata": self.metadata,
+        }
+
+    def apply_metadata(self, data: Mapping[str, Any]) -> None:
+        self.feature_names = tuple(data["feature_names"])
+        self._check_features()
+        t = data["thresholds"]
+        self.thresholds = Thresholds(float(t["review"]), float(t["decline"]))
+        self.reference = Reference.from_dict(data.get("reference", {}))
+        self.metadata = dict(data.get("metadata", {}))
+        self._refresh_weights()
+
+    def save_artifacts(self, directory: Path) -> dict[str, str]:
+        """Write the estimator (skops) and the metadata (JSON) for ``mlflow.pyfunc.log_model(artifacts=)``."""
+        import skops.io as sio
+
+        if self.estimator is None:
+            raise ModelError("no estimator to save")
+        est_path = directory / "estimator.skops"
+        meta_path = directory / "fraud_model.json"
+        sio.dump(self.estimator, est_path)
+        meta_path.write_text(json.dumps(self.to_metadata(), indent=1, default=str), encoding="utf-8")
+        return {_ESTIMATOR_ARTIFACT: str(est_path), _METADATA_ARTIFACT: str(meta_path)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The pickled python_model carries no estimator: that lives in the skops artifact (load_context).
+        state = dict(self.__dict__)
+        state["estimator"] = None
+        state["_scorer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def load_context(self, context: Any) -> None:
+        import skops.io as sio
+
+        artifacts = context.artifacts
+        try:
+            meta = json.loads(Path(artifacts[_METADATA_ARTIFACT]).read_text(encoding="utf-8"))
+            est_path = artifacts[_ESTIMATOR_ARTIFACT]
+            untrusted = set(sio.get_untrusted_types(file=est_path)) - set(TRUSTED_TYPES)
+            if untrusted:
+                raise ModelError(f"estimator artifact contains untrusted types: {sorted(untrusted)}")
+            estimator = sio.load(est_path, trusted=list(TRUSTED_TYPES))
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"cannot load the fraud model's artifacts: {exc}") from exc
+        self.apply_metadata(meta)
+        self.set_estimator(estimator)
+
+    # -- scoring -----------------------------------------------------------------------------------------
+
+    def matrix(self, frame: pd.DataFrame) -> FloatArray:
+        """The feature matrix of a frame of enriched transactions (extra columns ignored)."""
+        missing = [f for f in self.feature_names if f not in frame.columns]
+        if missing:
+            raise ModelError(f"input lacks feature columns: {missing}")
+        return frame.loc[:, list(self.feature_names)].to_numpy(dtype=np.float64)
+
+    def score_matrix(self, X: npt.ArrayLike) -> FloatArray:
+        """Fraud probability (0..1) of each row of ``X`` (columns in ``feature_names`` order)."""
+        m = np.asarray(X, dtype=np.float64)
+        if m.ndim == 1:
+            m = m.reshape(1, -1)
+        if m.shape[1] != len(self.feature_names):
+            raise ModelError(f"expected {len(self.feature_names)} feature columns, got {m.shape[1]}")
+        if self.estimator is None:
+            raise ModelError("the model has no estimator (was load_context called?)")
+        if self._scorer is not None:
+            return self._scorer(m)
+        proba: FloatArray = np.asarray(self.estimator.predict_proba(m)[:, 1], dtype=np.float64)
+        return proba
+
+    def decide(self, scores: npt.ArrayLike) -> list[str]:
+        """approve / review / decline of each score."""
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        idx = (s >= self.thresholds.review).astype(np.int64) + (s >= self.thresholds.decline).astype(np.int64)
+        return [DECISIONS[i] for i in idx.tolist()]
+
+    def explain(self, x_row: Sequence[float], k: int = 3, country: str | None = None) -> list[str]:
+        """The top-``k`` reasons for one feature vector, in an analyst's words, most telling first."""
+        values = dict(zip(self.feature_names, (float(v) for v in x_row), strict=True))
+        return explain_row(values, self.reference.quantiles, self._weights, k=k, country=country)
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Score, decide and explain each enriched transaction (a frame with the feature columns)."""
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        k = int((params or {}).get("reasons", 3))
+        X = self.matrix(model_input)
+        scores = self.score_matrix(X)
+        countries: list[Any] = (
+            model_input["country"].tolist() if "country" in model_input.columns else [None] * len(X)
+        )
+        reasons = [
+            self.explain(row, k=k, country=c if isinstance(c, str) and c else None)
+            for row, c in zip(X.tolist(), countries, strict=True)
+        ]
+        return pd.DataFrame(
+            {"score": scores, "decision": self.decide(scores), "reasons": reasons},
+            index=model_input.index,
+        )
+
+
+def model_signature() -> ModelSignature:
+    """Inputs: the features (double) and an optional country; outputs: score, decision, reasons."""
+    columns: list[ColSpec | TensorSpec] = [ColSpec("double", name) for name in FEATURE_NAMES]
+    columns.append(ColSpec("string", "country", required=False))
+    inputs = Schema(columns)
+    outputs = Schema(
+        [ColSpec("double", "score"), ColSpec("string", "decision"), ColSpec(Array("string"), "reasons")]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"mlflow=={version('mlflow')}",
+        f"scikit-learn=={version('scikit-learn')}",
+        f"skops=={version('skops')}",
+        f"numpy=={version('numpy')}",
+        f"pandas=={version('pandas')}",
+        "fraudwatch",  # the workspace library (not on PyPI): install it from this repository
+    ]
+
+
+def log_model(
+    model: FraudModel,
+    *,
+    name: str = "fraud-detector",
+    input_example: pd.DataFrame | None = None,
+    registered_model_name: str | None = "fraud-detector",
+    client: MlflowClient | None = None,
+) -> ModelVersion | None:
+    """Log ``model`` to the active run (signature, input example, skops estimator, JSON metadata).
+
+    Registers it as ``registered_model_name`` and returns the new version (None if not registered).
+    """
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix="fraud-model-") as tmp:
+        artifacts = model.save_artifacts(Path(tmp))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=model,
+            artifacts=artifacts,
+            signature=model_signature(),
+            input_example=input_example,
+            registered_model_name=registered_model_name,
+            pip_requirements=_pip_requirements(),
+            metadata={"fraudwatch": {k: v for k, v in model.metadata.items() if _is_scalar(v)}},
+        )
+    if registered_model_name is None or info.registered_model_version is None:
+        return None
+    c = client or MlflowClient()
+    return c.get_model_version(registered_model_name, str(info.registered_model_version))
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str | int) -> None:
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def resolve_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model loaded from the registry: the pyfunc, the FraudModel inside it and where it came from."""
+
+    pyfunc: Any
+    model: FraudModel
+    uri: str
+    name: str | None
+    version: str | None
+    run_id: str | None
+
+
+def load_model(uri: str, client: MlflowClient | None = None) -> LoadedModel:
+    """Load ``models:/fraud-detector@production`` (or any model URI) for the API and the stream."""
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        inner = pyfunc.unwrap_python_model()
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load model {uri!r}: {exc}") from exc
+    if not isinstance(inner, FraudModel):
+        raise ModelError(f"{uri!r} is not a fraudwatch FraudModel (got {type(inner).__name__})")
+    name = version = None
+    if uri.startswith("models:/"):
+        from mlflow import MlflowClient
+
+        ref = uri[len("models:/") :]
+        c = client or MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = resolve_alias(c, name, alias)
+            version = mv.version if mv is not None else None
+        elif "/" in ref:
+            name, version = ref.split("/", 1)
+    run_id = pyfunc.metadata.run_id if pyfunc.metadata is not None else None
+    return LoadedModel(pyfunc, inner, uri, name, str(version) if version is not None else None, run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionResult:
+    """What the promotion gate decided, with both models' scores on the same validation data."""
+
+    candidate_version: str
+    previous_production: str | None
+    production: str
+    promoted: bool
+    metric: str
+    candidate_value: float
+    production_value: float | None
+
+    def summary(self) -> str:
+        if self.previous_production is None:
+            return f"v{self.candidate_version} is the first model: production ({self.metric} {self.candidate_value:.4f})"
+        verdict = "promoted to production" if self.promoted else "kept as challenger"
+        return (
+            f"candidate v{self.candidate_version} {self.metric} {self.candidate_value:.4f} vs production "
+            f"v{self.previous_production} {self.production_value:.4f}: {verdict}"
+        )
+
+
+def _metric(metric: str, y: FloatArray, scores: FloatArray) -> float:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if metric == "average_precision":
+        return float(average_precision_score(y, scores))
+    if metric == "roc_auc":
+        return float(roc_auc_score(y, scores))
+    raise ModelError(f"unknown promotion metric {metric!r} (average_precision, roc_auc)")
+
+
+def promote_if_better(
+    client: MlflowClient,
+    name: str,
+    candidate_version: str | int,
+    validation_X: npt.ArrayLike,
+    validation_y: npt.ArrayLike,
+    metric: str = "average_precision",
+    echo: Callable[[str], None] | None = print,
+) -> PromotionResult:
+    """Set ``challenger`` on the candidate; move ``production`` to it only if it beats production on the
+    same validation data (strictly better). The first model becomes production."""
+    cand = str(candidate_version)
+    set_alias(client, name, CHALLENGER, cand)
+    X = np.asarray(validation_X, dtype=np.float64)
+    y = np.asarray(validation_y, dtype=np.float64)
+    cand_model = load_model(f"models:/{name}/{cand}", client).model
+    cand_value = _metric(metric, y, cand_model.score_matrix(X))
+    current = resolve_alias(client, name, PRODUCTION)
+    if current is None:
+        set_alias(client, name, PRODUCTION, cand)
+        result = PromotionResult(cand, None, cand, True, metric, cand_value, None)
+    elif str(current.version) == cand:
+        result = PromotionResult(cand, cand, cand, False, metric, cand_value, cand_value)
+    else:
+        prod_model = load_model(f"models:/{name}/{current.version}", client).model
+        prod_value = _metric(metric, y, prod_model.score_matrix(X))
+        better = cand_value > prod_value
+        if better:
+            set_alias(client, name, PRODUCTION, cand)
+        result = PromotionResult(
+            cand,
+            str(current.version),
+            cand if better else str(current.version),
+            better,
+            metric,
+            cand_value,
+            prod_value,
+        )
+    if echo is not None:
+        echo(result.summary())
+    return result
