@@ -1,0 +1,466 @@
+"""Scorer API benchmark: our ``POST /score`` vs ``mlflow models serve`` on the same registered model version.
+
+One run, side by side on this machine:
+
+1. simulate history, train and register a model in a temporary MLflow store (SQLite file + local artifacts),
+   point the ``production`` alias at it;
+2. replay the history through the shared feature code and seed the SQLite online store with the resulting
+   card and terminal states (what the stream job would have written);
+3. start our API (``python -m fraudwatch_api``, the documented worker count) and
+   ``mlflow models serve -m models:/fraud-detector/<v> --env-manager local`` (same worker count);
+4. send the next day's transactions: to our API as transactions (it reads state and computes features), to
+   mlflow serve as the equivalent feature vectors (``dataframe_split``; it cannot compute features);
+   sequentially, then from 16 concurrent keep-alive clients;
+5. write bench/results/api.json and the "Scorer API" section of docs/benchmarks.md.
+
+The load generator is a small asyncio HTTP/1.1 client on raw keep-alive connections (pre-encoded requests),
+so it spends as little as possible of the two cores the servers share with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- api:start -->", "<!-- api:end -->"
+PY = sys.executable
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def write_section(doc: Path, body: str) -> None:
+    """Add or replace only this benchmark's section of the shared benchmarks page."""
+    section = f"{START}\n{body.rstrip()}\n{END}"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section + "\n"
+    )
+    doc.write_text(text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited ({proc.returncode}); log:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s; log:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def worker_rss(proc: subprocess.Popen[bytes]) -> list[float]:
+    """RSS (MiB) of each serving process: the uvicorn/gunicorn workers, or the server itself."""
+    parent = psutil.Process(proc.pid)
+    procs = [parent, *parent.children(recursive=True)]
+    # The biggest processes are the workers that hold the model; supervisors are small.
+    rss = sorted((p.memory_info().rss / 2**20 for p in procs if p.is_running()), reverse=True)
+    return [round(r, 1) for r in rss]
+
+
+# ---------------------------------------------------------------- load generator (raw HTTP/1.1 keep-alive)
+
+
+def request_bytes(path: str, body: bytes, port: int) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> int:
+    writer.write(req)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+            break
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _client(port: int, requests: list[bytes], latencies: list[float], errors: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for req in requests:
+            t0 = time.perf_counter()
+            try:
+                status = await _one(reader, writer, req)
+            except (OSError, asyncio.IncompleteReadError):
+                errors.append(0)
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append(status)
+    finally:
+        writer.close()
+
+
+async def _load(port: int, requests: list[bytes], clients: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[int] = []
+    shares = [requests[i::clients] for i in range(clients)]
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_client(port, share, latencies, errors) for share in shares))
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(requests),
+        "seconds": round(wall, 3),
+        "rps": round(len(requests) / wall, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p90_ms": round(float(np.percentile(lat, 90)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "max_ms": round(float(lat.max()), 3),
+        "errors": len(errors),
+        "error_statuses": sorted(set(errors))[:10],
+    }
+
+
+def run_load(port: int, requests: list[bytes], clients: int) -> dict[str, Any]:
+    try:
+        import uvloop
+
+        return uvloop.run(_load(port, requests, clients))
+    except ImportError:  # pragma: no cover
+        return asyncio.run(_load(port, requests, clients))
+
+
+# ---------------------------------------------------------------- data, model, store
+
+
+def build_world(workdir: Path, days: int, cards: int, terminals: int) -> dict[str, Any]:
+    """Simulate, train + register + alias, seed the online store; returns what the servers need."""
+    from fraudwatch.features import FEATURE_NAMES, datetime_seconds, feature_vector, replay
+    from fraudwatch.simulator import simulate
+    from fraudwatch.store import SQLiteStore
+    from fraudwatch_training.pipeline import train_and_register
+
+    tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    history = simulate(days + 1, cards, terminals, seed=7)
+    tx = history.transactions
+    cutoff = tx["event_time"].min().normalize() + pd.Timedelta(days=days)
+    past = tx[tx["event_time"] < cutoff]
+    future = tx[tx["event_time"] >= cutoff]
+    labels = history.labels
+    past_labels = labels[labels["reported_at"] < cutoff]
+
+    t0 = time.perf_counter()
+    cwd = Path.cwd()
+    os.chdir(workdir)  # MLflow's default artifact root (./mlruns) lands in the temporary directory
+    try:
+        trained = train_and_register(
+            past,
+            past_labels,
+            tracking_uri,
+            kinds=("hist_gradient_boosting",),
+            plots=False,
+            data_source="bench",
+        )
+    finally:
+        os.chdir(cwd)
+    version = str(trained.model_version)
+    train_seconds = time.perf_counter() - t0
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.set_registered_model_alias("fraud-detector", "production", version)
+
+    result = replay(past, past_labels)
+    store_path = workdir / "online.sqlite"
+    store = SQLiteStore(store_path)
+    store.put(
+        {k: v.to_bytes() for k, v in result.card_states.items()},
+        {k: v.to_bytes() for k, v in result.terminal_states.items()},
+    )
+    store.close()
+
+    # Payloads: the next day's transactions (as JSON for us, as feature vectors for mlflow serve).
+    ours, theirs = [], []
+    for row in future.itertuples(index=False):
+        event_time = row.event_time.to_pydatetime()
+        body = {
+            "transaction_id": row.transaction_id,
+            "event_time": event_time.isoformat().replace("+00:00", "Z"),
+            "card_id": row.card_id,
+            "terminal_id": row.terminal_id,
+            "amount": float(row.amount),
+            "currency": row.currency,
+            "merchant_category": row.merchant_category,
+            "channel": row.channel,
+            "country": row.country,
+        }
+        ours.append(orjson.dumps(body))
+        vec = feature_vector(
+            result.card_states.get(row.card_id),
+            result.terminal_states.get(row.terminal_id),
+            datetime_seconds(event_time),
+            float(row.amount),
+            row.terminal_id,
+            row.country,
+            row.channel,
+        )
+        theirs.append(orjson.dumps({"dataframe_split": {"columns": list(FEATURE_NAMES), "data": [vec]}}))
+    return {
+        "tracking_uri": tracking_uri,
+        "version": version,
+        "store_path": store_path,
+        "ours": ours,
+        "theirs": theirs,
+        "history_transactions": len(past),
+        "cards_seeded": len(result.card_states),
+        "terminals_seeded": len(result.terminal_states),
+        "train_seconds": round(train_seconds, 1),
+    }
+
+
+def start_ours(
+    world: dict[str, Any], workdir: Path, port: int, workers: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    env = {
+        **os.environ,
+        "FRAUDWATCH_ENVIRONMENT": "development",
+        "FRAUDWATCH_MLFLOW_TRACKING_URI": world["tracking_uri"],
+        "FRAUDWATCH_STORE_BACKEND": "sqlite",
+        "FRAUDWATCH_SQLITE_PATH": str(world["store_path"]),
+        "FRAUDWATCH_LOCAL_DIR": str(workdir),
+        "FRAUDWATCH_LOG_LEVEL": "WARNING",  # the per-request access log is measured separately below
+    }
+    env.pop("FRAUDWATCH_API_TOKEN", None)
+    log = workdir / "api.log"
+    proc = subprocess.Popen(
+        [PY, "-m", "fraudwatch_api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/readyz", proc, 120, log)
+    return proc, log
+
+
+def start_mlflow(
+    world: dict[str, Any], workdir: Path, port: int, workers: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": world["tracking_uri"]}
+    log = workdir / "mlflow-serve.log"
+    proc = subprocess.Popen(
+        [
+            MLFLOW,
+            "models",
+            "serve",
+            "-m",
+            f"models:/fraud-detector/{world['version']}",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+        ],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, log)
+    return proc, log
+
+
+def bench_server(
+    name: str, port: int, path: str, payloads: list[bytes], n_seq: int, n_conc: int, clients: int
+) -> dict[str, Any]:
+    reqs = [request_bytes(path, p, port) for p in payloads]
+
+    def take(n: int, offset: int) -> list[bytes]:
+        return [reqs[(offset + i) % len(reqs)] for i in range(n)]
+
+    run_load(port, take(300, 0), 1)  # warm-up (caches, first-request imports)
+    seq = run_load(port, take(n_seq, 300), 1)
+    print(
+        f"  {name} sequential: p50 {seq['p50_ms']} ms, p99 {seq['p99_ms']} ms, {seq['rps']} rps, errors {seq['errors']}"
+    )
+    conc = run_load(port, take(n_conc, 300 + n_seq), clients)
+    print(
+        f"  {name} {clients} clients: p50 {conc['p50_ms']} ms, p99 {conc['p99_ms']} ms, {conc['rps']} rps, "
+        f"errors {conc['errors']}"
+    )
+    return {"sequential": seq, f"concurrent_{clients}": conc}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30, help="simulated history before the scored day")
+    parser.add_argument("--cards", type=int, default=3000)
+    parser.add_argument("--terminals", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=None, help="default: Settings.api_workers (2)")
+    parser.add_argument("--sequential", type=int, default=3000, help="requests, one client")
+    parser.add_argument("--concurrent", type=int, default=4000, help="requests in total, --clients clients")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+
+    from fraudwatch.config import Settings
+
+    workers = args.workers or Settings().api_workers
+    workdir = Path(tempfile.mkdtemp(prefix="fraudwatch-bench-api-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        print(f"building model and store in {workdir} ...")
+        world = build_world(workdir, args.days, args.cards, args.terminals)
+        print(
+            f"model version {world['version']} (trained in {world['train_seconds']} s); store seeded with "
+            f"{world['cards_seeded']:,} cards / {world['terminals_seeded']:,} terminals; "
+            f"{len(world['ours']):,} distinct request payloads"
+        )
+        results: dict[str, Any] = {}
+        rss: dict[str, list[float]] = {}
+
+        port = free_port()
+        proc, _ = start_ours(world, workdir, port, workers)
+        procs.append(proc)
+        print(f"fraudwatch API on :{port} ({workers} workers)")
+        results["fraudwatch"] = bench_server(
+            "fraudwatch", port, "/score", world["ours"], args.sequential, args.concurrent, args.clients
+        )
+        rss["fraudwatch"] = worker_rss(proc)[:workers]
+        stop(proc)
+
+        port = free_port()
+        proc, _ = start_mlflow(world, workdir, port, workers)
+        procs.append(proc)
+        print(f"mlflow models serve on :{port} ({workers} workers)")
+        results["mlflow_serve"] = bench_server(
+            "mlflow serve",
+            port,
+            "/invocations",
+            world["theirs"],
+            args.sequential,
+            args.concurrent,
+            args.clients,
+        )
+        rss["mlflow_serve"] = worker_rss(proc)[:workers]
+        stop(proc)
+    finally:
+        for p in procs:
+            stop(p)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    conc_key = f"concurrent_{args.clients}"
+    ours, theirs = results["fraudwatch"], results["mlflow_serve"]
+    speedup = ours[conc_key]["rps"] / theirs[conc_key]["rps"]
+    floors = {
+        "sequential_p50_ms<=2": ours["sequential"]["p50_ms"] <= 2.0,
+        "sequential_p99_ms<=5": ours["sequential"]["p99_ms"] <= 5.0,
+        f"{conc_key}_rps>=5x_mlflow": speedup >= 5.0,
+        "rss_per_worker_mib<=400": max(rss["fraudwatch"]) <= 400.0,
+        "zero_errors": all(v["errors"] == 0 for v in ours.values()),
+    }
+    out = {
+        "benchmark": "api",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "workers": workers,
+        "model_version": world["version"],
+        "history_transactions": world["history_transactions"],
+        "cards_seeded": world["cards_seeded"],
+        "terminals_seeded": world["terminals_seeded"],
+        "results": results,
+        "rss_mib_per_worker": rss,
+        "concurrent_rps_ratio": round(speedup, 2),
+        "floors": floors,
+    }
+    path = ROOT / "bench" / "results" / "api.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+
+    rows = []
+    for label, key in (("fraudwatch `/score`", "fraudwatch"), ("`mlflow models serve`", "mlflow_serve")):
+        for load in ("sequential", conc_key):
+            r = results[key][load]
+            rows.append(
+                f"| {label} | {'1 client' if load == 'sequential' else f'{args.clients} clients'} | "
+                f"{r['requests']:,} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:,.0f} | {r['errors']} |"
+            )
+    body = "\n".join(
+        [
+            "## Scorer API",
+            "",
+            f"`make bench-api` ({out['measured_at']}, {os.cpu_count()} CPUs; both servers on the same registered "
+            f"model version, {workers} workers each, one after the other; load from a raw asyncio HTTP/1.1 "
+            "keep-alive client on the same machine). Our API reads card and terminal state from the SQLite "
+            f"online store (seeded from {world['history_transactions']:,} replayed transactions) and computes "
+            "the features; mlflow serve gets the precomputed feature vector (`dataframe_split`).",
+            "",
+            "| server | load | requests | p50 ms | p99 ms | req/s | errors |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"- {args.clients}-client throughput ratio, ours / mlflow serve: **{speedup:.1f}x**",
+            f"- RSS per worker (MiB): fraudwatch {rss['fraudwatch']}, mlflow serve {rss['mlflow_serve']}",
+            "- floors: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in floors.items()),
+        ]
+    )
+    write_section(ROOT / "docs" / "benchmarks.md", body)
+    print(json.dumps({"floors": floors, "ratio": round(speedup, 2), "rss": rss}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Prometheus metrics of the scorer API, named exactly as docs/metrics.md fixes them.
+
+Each app gets its own registry (tests build many apps in one process). Every uvicorn worker exports its own
+numbers on /metrics; Prometheus sums them over the pods/workers it scrapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ApiMetrics"]
+
+COMPONENT = "api"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+AGE_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+
+
+class ApiMetrics:
+    """Every metric the API exports, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "fraudwatch_api_requests",
+            "Requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "fraudwatch_api_request_duration_seconds",
+            "Request latency by route (server side, body to response).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.score = Histogram(
+            "fraudwatch_api_score", "Fraud scores returned.", buckets=SCORE_BUCKETS, registry=r
+        )
+        self.decisions = Counter(
+            "fraudwatch_api_decisions", "Decisions by outcome.", ["decision"], registry=r
+        )
+        self.reloads = Counter(
+            "fraudwatch_api_model_reloads", "Models loaded after the alias moved.", registry=r
+        )
+        self.reload_failures = Counter(
+            "fraudwatch_api_model_reload_failures",
+            "Model loads that failed (the old model kept serving).",
+            registry=r,
+        )
+        self.state_age = Histogram(
+            "fraudwatch_api_state_age_seconds",
+            "Age of the entity state read from the online store.",
+            ["entity"],
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "fraudwatch_store_duration_seconds",
+            "Online store operation latency.",
+            ["backend", "op"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "fraudwatch_store_errors", "Online store operations that failed.", ["backend", "op"], registry=r
+        )
+        self.model_info = Gauge(
+            "fraudwatch_model_info",
+            "The model being served (=1).",
+            ["component", "name", "version", "alias"],
+            registry=r,
+        )
+        self.feature_psi = Gauge(
+            "fraudwatch_feature_psi",
+            "Population stability index of a feature: live window vs the training reference.",
+            ["component", "feature"],
+            registry=r,
+        )
+        self.score_psi = Gauge(
+            "fraudwatch_score_psi", "PSI of live scores vs the training reference.", ["component"], registry=r
+        )
+        # Pre-create the children the hot path uses (no label lookup per request).
+        self._route_hist: dict[str, Histogram] = {}
+        self.decision_counters = {
+            d: self.decisions.labels(decision=d) for d in ("approve", "review", "decline")
+        }
+        self.age_card = self.state_age.labels(entity="card")
+        self.age_terminal = self.state_age.labels(entity="terminal")
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        hist = self._route_hist.get(route)
+        if hist is None:
+            hist = self._route_hist[route] = self.request_duration.labels(route=route)  # type: ignore[assignment]
+        hist.observe(seconds)
+        self.requests.labels(route=route, method=method, status=str(status)).inc()
+
+    def observe_store(self, backend: str, op: str, seconds: float, failed: bool) -> None:
+        """The online store's ``observer`` callback."""
+        self.store_duration.labels(backend=backend, op=op).observe(seconds)
+        if failed:
+            self.store_errors.labels(backend=backend, op=op).inc()
+
+    def set_model(self, name: str, version: str, alias: str, previous: tuple[str, str, str] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(KeyError):
+                self.model_info.remove(COMPONENT, *previous)
+        self.model_info.labels(component=COMPONENT, name=name, version=version, alias=alias).set(1)

@@ -1,0 +1,101 @@
+"""Scoring: online-store state + the shared feature code + the served model -> score, decision, reasons.
+
+This is the hot path. The feature row is built as a plain list by :func:`fraudwatch.features.feature_vector`
+(the same code the stream and the training-set builder run), turned into one numpy matrix and scored with a
+single ``score_matrix`` call; no pandas. The API only reads state: it never writes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fraudwatch.events import Transaction
+from fraudwatch.features import FEATURE_NAMES, datetime_seconds, feature_vector
+from fraudwatch.store import EntityStates, OnlineStore
+from fraudwatch_api.drift import DriftWindow
+from fraudwatch_api.metrics import ApiMetrics
+from fraudwatch_api.serving import ServingModel
+
+__all__ = ["Scorer", "feature_matrix"]
+
+
+def feature_matrix(transactions: Sequence[Transaction], states: Sequence[EntityStates]) -> np.ndarray:
+    """Feature rows (FEATURE_NAMES order) of transactions given their card/terminal state."""
+    rows = [
+        feature_vector(
+            st.card,
+            st.terminal,
+            datetime_seconds(tx.event_time),
+            tx.amount,
+            tx.terminal_id,
+            tx.country,
+            tx.channel,
+        )
+        for tx, st in zip(transactions, states, strict=True)
+    ]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
+
+
+def _age(now: float, updated_at: float | None) -> float | None:
+    return None if updated_at is None else max(0.0, now - updated_at)
+
+
+@dataclass(slots=True)
+class Scorer:
+    """Scores transactions against the store with a given ServingModel (stateless apart from metrics)."""
+
+    store: OnlineStore
+    metrics: ApiMetrics
+    drift: DriftWindow
+
+    def score(
+        self,
+        model: ServingModel,
+        transactions: Sequence[Transaction],
+        explain: bool = False,
+    ) -> list[dict[str, Any]]:
+        n = len(transactions)
+        if n == 1:
+            tx = transactions[0]
+            states = [self.store.get(tx.card_id, tx.terminal_id)]
+        else:
+            states = self.store.get_many([(tx.card_id, tx.terminal_id) for tx in transactions])
+        matrix = feature_matrix(transactions, states)
+        scores = model.score(matrix)
+        decisions = model.decide(scores)
+        self.drift.add(matrix, scores)
+
+        m = self.metrics
+        now = time.time()
+        thresholds = model.thresholds
+        info = model.info
+        out: list[dict[str, Any]] = []
+        for i, (tx, st) in enumerate(zip(transactions, states, strict=True)):
+            score = float(scores[i])
+            decision = decisions[i]
+            card_age = _age(now, st.card_updated_at)
+            term_age = _age(now, st.terminal_updated_at)
+            m.score.observe(score)
+            (m.decision_counters.get(decision) or m.decisions.labels(decision=decision)).inc()
+            if card_age is not None:
+                m.age_card.observe(card_age)
+            if term_age is not None:
+                m.age_terminal.observe(term_age)
+            item: dict[str, Any] = {
+                "transaction_id": tx.transaction_id,
+                "score": score,
+                "decision": decision,
+                "thresholds": thresholds,
+                "reasons": model.explain(matrix[i], tx.country),
+                "model": info,
+                "state_age_seconds": {"card": card_age, "terminal": term_age},
+            }
+            if explain:
+                item["features"] = dict(zip(FEATURE_NAMES, matrix[i].tolist(), strict=True))
+            out.append(item)
+        return out

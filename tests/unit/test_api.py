@@ -1,0 +1,610 @@
+"""Scorer API with a real model in a temporary MLflow store (SQLite + local artifacts) and the real SQLite
+online store seeded with replayed state. Also home of the helpers the integration tests reuse.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from fraudwatch.config import Settings
+from fraudwatch.features import (
+    FEATURE_NAMES,
+    CardState,
+    TerminalState,
+    datetime_seconds,
+    feature_vector,
+    replay,
+)
+from fraudwatch.simulator import simulate
+from fraudwatch.store import SQLiteStore
+from fraudwatch_api import create_app
+from fraudwatch_api.app import update_drift
+
+MODEL = "fraud-detector"
+
+
+# ----------------------------------------------------------------------------- helpers (also used by integration)
+
+
+@dataclass
+class World:
+    tracking_uri: str
+    artifact_root: Path
+    experiment_id: str
+    history: Any
+    card_states: dict[str, CardState]
+    terminal_states: dict[str, TerminalState]
+    X: np.ndarray
+    y: np.ndarray
+    versions: list[str]
+
+
+def train_and_log(world: World, seed: int, max_iter: int = 30) -> str:
+    """Fit a gradient-boosted model on the replayed features, log and register it; returns the version."""
+    import mlflow
+    from mlflow import MlflowClient
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from fraudwatch.model import FraudModel, Thresholds, compute_reference, log_model
+
+    est = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed).fit(world.X, world.y)
+    model = FraudModel(est, Thresholds(0.3, 0.7))
+    scores = model.score_matrix(world.X)
+    model.reference = compute_reference(world.X, scores, {n: 1.0 for n in FEATURE_NAMES})
+    model._refresh_weights()
+    mlflow.set_tracking_uri(world.tracking_uri)
+    mlflow.set_registry_uri(world.tracking_uri)
+    client = MlflowClient(world.tracking_uri, world.tracking_uri)
+    with mlflow.start_run(experiment_id=world.experiment_id):
+        mv = log_model(model, client=client)
+    assert mv is not None
+    world.versions.append(str(mv.version))
+    return str(mv.version)
+
+
+def set_production(world: World, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(world.tracking_uri, world.tracking_uri).set_registered_model_alias(
+        MODEL, "production", version
+    )
+
+
+def break_version_artifacts(world: World, version: str) -> None:
+    """Delete the stored artifacts of a registered version (its registry entry stays)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(world.tracking_uri, world.tracking_uri)
+    path = Path(urlparse(client.get_model_version_download_uri(MODEL, version)).path)
+    assert path.is_dir() and str(path).startswith(str(world.artifact_root)), path
+    shutil.rmtree(path)
+
+
+def build_world(root: Path, tracking_uri: str | None = None) -> World:
+    """Simulated history replayed through the feature code, and one registered model at @production."""
+    from mlflow import MlflowClient
+
+    root.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+    artifact_root = root / "artifacts"
+    client = MlflowClient(tracking_uri, tracking_uri)
+    experiment_id = client.create_experiment(
+        f"api-tests-{time.time_ns()}", artifact_location=artifact_root.as_uri()
+    )
+    history = simulate(15, n_cards=300, n_terminals=120, seed=3)
+    result = replay(history.transactions, history.labels)
+    world = World(
+        tracking_uri=tracking_uri,
+        artifact_root=artifact_root,
+        experiment_id=experiment_id,
+        history=history,
+        card_states=result.card_states,
+        terminal_states=result.terminal_states,
+        X=result.features.to_numpy(dtype=np.float64),
+        y=history.transactions["is_fraud"].to_numpy(dtype=np.int64),
+        versions=[],
+    )
+    set_production(world, train_and_log(world, seed=0))
+    return world
+
+
+def seed_store(store: Any, world: World) -> None:
+    store.put(
+        {k: v.to_bytes() for k, v in world.card_states.items()},
+        {k: v.to_bytes() for k, v in world.terminal_states.items()},
+    )
+
+
+def tx(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "transaction_id": "tx-api-1",
+        "event_time": "2026-12-20T03:12:00Z",
+        "card_id": "card-unknown",
+        "terminal_id": "term-unknown",
+        "amount": 420.0,
+        "currency": "EUR",
+        "merchant_category": "5411",
+        "channel": "ecom",
+        "country": "BE",
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def known_tx(world: World, i: int = -1, **overrides: Any) -> dict[str, Any]:
+    """A new transaction for a card and terminal of the history (they have state), after the history."""
+    row = world.history.transactions.iloc[i]
+    event_time = world.history.transactions["event_time"].max() + np.timedelta64(30, "m")
+    values: dict[str, Any] = {
+        "transaction_id": f"tx-known-{i}",
+        "event_time": event_time.isoformat().replace("+00:00", "Z"),
+        "card_id": row.card_id,
+        "terminal_id": row.terminal_id,
+        "amount": float(row.amount) * 3,
+        "country": row.country,
+        "channel": row.channel,
+    }
+    return tx(**{**values, **overrides})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The app on a real uvicorn server in a thread (startup awaited by polling, no fixed sleeps)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.app = app
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return float(sample.value)
+    return None
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("api-world"))
+
+
+@pytest.fixture(scope="module")
+def store_path(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("api-store") / "online.sqlite"
+    store = SQLiteStore(path)
+    seed_store(store, world)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def settings_for(world: World, store_path: Path, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "environment": "test",
+            "local_dir": tmp_path,
+            "mlflow_tracking_uri": world.tracking_uri,
+            "store_backend": "sqlite",
+            "sqlite_path": store_path,
+            "model_poll_seconds": 3600,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def client(settings_for: Callable[..., Settings]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for())) as c:
+        yield c
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+
+def test_score_one_transaction(client: TestClient, world: World) -> None:
+    r = client.post("/score", json=known_tx(world), headers={"X-Request-ID": "req-42"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert r.headers["x-request-id"] == "req-42"
+    assert r.headers["content-type"] == "application/json"
+    assert body["transaction_id"] == "tx-known--1"
+    assert 0.0 <= body["score"] <= 1.0
+    assert body["thresholds"] == {"review": 0.3, "decline": 0.7}
+    expected = "approve" if body["score"] < 0.3 else ("review" if body["score"] < 0.7 else "decline")
+    assert body["decision"] == expected
+    assert body["model"] == {"name": MODEL, "version": world.versions[0], "alias": "production"}
+    assert isinstance(body["reasons"], list) and len(body["reasons"]) <= 3
+    assert body["state_age_seconds"]["card"] >= 0 and body["state_age_seconds"]["terminal"] >= 0
+    assert "features" not in body
+
+
+def test_request_id_generated_when_absent_or_unsafe(client: TestClient) -> None:
+    r = client.post("/score", json=tx())
+    assert len(r.headers["x-request-id"]) == 32
+    r = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert r.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_state_from_store_drives_the_features(client: TestClient, world: World) -> None:
+    body = known_tx(world)
+    r = client.post("/score?explain=true", json=body)
+    assert r.status_code == 200, r.text
+    features = r.json()["features"]
+    assert list(features) == list(FEATURE_NAMES)
+    from datetime import datetime
+
+    expected = feature_vector(
+        world.card_states[body["card_id"]],
+        world.terminal_states[body["terminal_id"]],
+        datetime_seconds(datetime.fromisoformat(body["event_time"])),
+        body["amount"],
+        body["terminal_id"],
+        body["country"],
+        body["channel"],
+    )
+    assert list(features.values()) == pytest.approx(expected, rel=0, abs=0)
+    assert features["card_is_new"] == 0.0 and features["card_count_30d"] > 0
+
+    # The same transaction on a never-seen card and terminal: cold-start features, a different vector.
+    cold = client.post("/score?explain=true", json={**body, "card_id": "card-new", "terminal_id": "term-new"})
+    assert cold.status_code == 200
+    cold_features = cold.json()["features"]
+    assert cold_features["card_is_new"] == 1.0 and cold_features["terminal_is_new"] == 1.0
+    assert cold_features != features
+
+
+def test_cold_start_is_not_an_error(client: TestClient) -> None:
+    r = client.post("/score", json=tx(card_id="card-never-seen", terminal_id="term-never-seen"))
+    assert r.status_code == 200, r.text
+    assert r.json()["state_age_seconds"] == {"card": None, "terminal": None}
+
+
+def test_batch_matches_single_scoring(client: TestClient, world: World) -> None:
+    batch = [known_tx(world, i, transaction_id=f"b-{i}") for i in range(-40, 0)]
+    batch.append(tx(transaction_id="b-cold"))
+    r = client.post("/score/batch", json=batch)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["transaction_id"] for x in results] == [b["transaction_id"] for b in batch]
+    for item, one in zip(results[:5] + results[-1:], batch[:5] + batch[-1:], strict=True):
+        single = client.post("/score", json=one).json()
+        assert item["score"] == pytest.approx(single["score"], abs=1e-12)
+        assert item["decision"] == single["decision"]
+        assert item["reasons"] == single["reasons"]
+    assert r.json()["model"]["version"] == world.versions[0]
+    assert client.post("/score/batch", json=[]).json()["results"] == []
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason_part"),
+    [
+        (tx(amount=...), "amount", "required"),
+        (tx(card_id=...), "card_id", "required"),
+        (tx(amount=-5.0), "amount", "greater than or equal to 0"),
+        (tx(amount="12.5"), "amount", "number"),
+        (tx(amount="lots"), "amount", "number"),
+        (tx(amount=1e12), "amount", "less than or equal"),
+        (tx(event_time="yesterday"), "event_time", "datetime"),
+        (tx(event_time="2026-12-20T03:12:00"), "event_time", "timezone"),
+        (tx(currency="XYZ"), "currency", "ISO 4217"),
+        (tx(country="Belgium"), "country", "ISO 3166-1"),
+        (tx(channel="fax"), "channel", "'pos', 'ecom' or 'atm'"),
+        (tx(terminal_id=""), "terminal_id", "at least 1 character"),
+    ],
+)
+def test_invalid_fields_are_422_naming_the_field(
+    client: TestClient, body: dict[str, Any], field: str, reason_part: str
+) -> None:
+    r = client.post("/score", json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert {"field": field, "reason": detail[0]["reason"]} in detail
+    assert any(d["field"] == field and reason_part in d["reason"] for d in detail), detail
+    assert "Traceback" not in r.text
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    for payload in (b"{not json", b"", b"[1, 2]", b'"a string"'):
+        r = client.post("/score", content=payload, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (payload, r.text)
+        assert r.json()["detail"][0]["field"] == "(body)"
+    r = client.post("/score/batch", content=b"[{", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "(body)"
+    r = client.post("/score/batch", json={"not": "a list"})
+    assert r.status_code == 422 and "array" in r.json()["detail"][0]["reason"]
+
+
+def test_batch_item_errors_name_the_index(client: TestClient) -> None:
+    r = client.post("/score/batch", json=[tx(), tx(amount=-1)])
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "1.amount"
+
+
+def test_bad_query_parameter_is_422(client: TestClient) -> None:
+    r = client.post("/score?explain=maybe", json=tx())
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "explain"
+
+
+def test_batch_over_the_limit_is_413(settings_for: Callable[..., Settings]) -> None:
+    with TestClient(create_app(settings_for(api_max_batch=5))) as c:
+        assert c.post("/score/batch", json=[tx(transaction_id=f"t{i}") for i in range(5)]).status_code == 200
+        r = c.post("/score/batch", json=[tx(transaction_id=f"t{i}") for i in range(6)])
+        assert r.status_code == 413
+        assert "6 transactions exceeds the limit of 5" in r.json()["detail"]
+
+
+def test_body_over_the_limit_is_413(settings_for: Callable[..., Settings]) -> None:
+    with TestClient(create_app(settings_for(api_max_body_bytes=2048))) as c:
+        big = [tx(transaction_id=f"t{i}") for i in range(30)]
+        r = c.post("/score/batch", json=big)  # Content-Length says too large
+        assert r.status_code == 413 and "2048 bytes" in r.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed body is counted
+            yield b"["
+            for i in range(30):
+                yield (b"," if i else b"") + httpx.Request("POST", "/", json=tx()).content
+
+            yield b"]"
+
+        r = c.post("/score/batch", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.post("/score", json=tx()).status_code == 200
+
+
+def test_bearer_token(settings_for: Callable[..., Settings]) -> None:
+    token = "s3cret-token-of-some-length"
+    with TestClient(create_app(settings_for(api_token=token))) as c:
+        r = c.post("/score", json=tx())
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = c.post("/score", json=tx(), headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        assert c.post("/score/batch", json=[tx()]).status_code == 401
+        ok = c.post("/score", json=tx(), headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        ok = c.post("/score/batch", json=[tx()], headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert c.get(path).status_code == 200
+
+
+def test_store_missing_gives_503_not_500(settings_for: Callable[..., Settings], tmp_path: Path) -> None:
+    with TestClient(create_app(settings_for(sqlite_path=tmp_path / "nowhere" / "online.sqlite"))) as c:
+        r = c.post("/score", json=tx())
+        assert r.status_code == 503
+        assert r.json()["detail"].startswith("online store unavailable")
+        assert r.json()["request_id"] == r.headers["x-request-id"]
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["missing"] == ["store"]
+        assert c.get("/healthz").status_code == 200
+
+
+def test_model_missing_gives_503_and_unready(settings_for: Callable[..., Settings]) -> None:
+    with TestClient(create_app(settings_for(model_alias="no-such-alias"))) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["missing"] == ["model"]
+        r = c.post("/score", json=tx())
+        assert r.status_code == 503 and "model not loaded" in r.json()["detail"]
+
+
+def test_unexpected_error_is_json_500_with_request_id_only(settings_for: Callable[..., Settings]) -> None:
+    app = create_app(settings_for())
+    with TestClient(app, raise_server_exceptions=False) as c:
+
+        class Exploding:
+            backend = "sqlite"
+
+            def get(self, *_: object) -> None:
+                raise RuntimeError("secret internal detail")
+
+        app.state.ctx.scorer.store = Exploding()
+        r = c.post("/score", json=tx(), headers={"X-Request-ID": "boom-1"})
+        assert r.status_code == 500
+        assert r.json() == {"detail": "internal error", "request_id": "boom-1"}
+        assert "secret" not in r.text
+
+
+# ----------------------------------------------------------------------------- metrics and docs
+
+
+def test_metrics_have_the_contract_names_and_labels(client: TestClient, world: World) -> None:
+    client.post("/score", json=known_tx(world))
+    client.post("/score", json=tx(amount=-1))
+    text = client.get("/metrics").text
+    assert (
+        metric_value(
+            text, "fraudwatch_api_requests_total", {"route": "/score", "method": "POST", "status": "200"}
+        )
+        == 1
+    )
+    assert metric_value(text, "fraudwatch_api_requests_total", {"route": "/score", "status": "422"}) == 1
+    assert metric_value(text, "fraudwatch_api_request_duration_seconds_count", {"route": "/score"}) == 2
+    assert metric_value(text, "fraudwatch_api_score_count") == 1
+    assert (
+        sum(
+            metric_value(text, "fraudwatch_api_decisions_total", {"decision": d}) or 0
+            for d in ("approve", "review", "decline")
+        )
+        == 1
+    )
+    info = {"component": "api", "name": MODEL, "version": world.versions[0], "alias": "production"}
+    assert metric_value(text, "fraudwatch_model_info", info) == 1
+    assert metric_value(text, "fraudwatch_api_state_age_seconds_count", {"entity": "card"}) == 1
+    assert (
+        metric_value(text, "fraudwatch_store_duration_seconds_count", {"backend": "sqlite", "op": "get"}) == 1
+    )
+    assert metric_value(text, "fraudwatch_api_model_reloads_total") == 0
+    assert metric_value(text, "fraudwatch_api_model_reload_failures_total") == 0
+
+
+def test_drift_gauges_from_the_live_window(client: TestClient, world: World) -> None:
+    batch = [known_tx(world, i, transaction_id=f"d-{i}") for i in range(-300, 0)]
+    assert client.post("/score/batch", json=batch).status_code == 200
+    values = update_drift(client.app.state.ctx)  # type: ignore[attr-defined]
+    assert "score" in values and "amount" in values
+    text = client.get("/metrics").text
+    assert metric_value(text, "fraudwatch_score_psi", {"component": "api"}) == pytest.approx(values["score"])
+    assert metric_value(text, "fraudwatch_feature_psi", {"component": "api", "feature": "amount"}) is not None
+    # amounts were tripled: the amount distribution moved away from training
+    assert values["amount"] > 0.1
+
+
+def test_openapi_documents_the_routes_with_examples(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/score", "/score/batch", "/healthz", "/readyz", "/metrics"):
+        assert path in spec["paths"]
+    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/Transaction"}
+    assert spec["components"]["schemas"]["Transaction"]["examples"]
+    assert "422" in spec["paths"]["/score"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+
+
+# ----------------------------------------------------------------------------- model reload
+
+
+def test_reload_under_load_has_zero_failed_requests(
+    world: World, settings_for: Callable[..., Settings]
+) -> None:
+    app = create_app(settings_for())
+    with LiveServer(app) as live:
+        reloader = app.state.ctx.reloader
+        first = app.state.ctx.holder.current.version
+        v2 = train_and_log(world, seed=1, max_iter=20)
+        stop = threading.Event()
+        seen: set[str] = set()
+        failures: list[str] = []
+
+        def hammer(k: int) -> int:
+            n = 0
+            with httpx.Client(base_url=live.url, timeout=10) as http:
+                while not stop.is_set() or n < 20:
+                    r = http.post("/score", json=known_tx(world, -1 - (n % 50), transaction_id=f"h{k}-{n}"))
+                    n += 1
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text}")
+                    else:
+                        seen.add(r.json()["model"]["version"])
+            return n
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(hammer, k) for k in range(4)]
+            try:
+                deadline = time.monotonic() + 30
+                while first not in seen and not failures and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                set_production(world, v2)
+                assert reloader.check_sync() is True
+                assert app.state.ctx.holder.current.version == v2
+                # keep hammering until requests are answered by the new model
+                deadline = time.monotonic() + 30
+                while v2 not in seen and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            finally:
+                stop.set()
+            total = sum(f.result() for f in futures)
+        assert failures == []
+        assert {first, v2} <= seen and total >= 80
+        text = httpx.get(f"{live.url}/metrics").text
+        assert metric_value(text, "fraudwatch_api_model_reloads_total") == 1
+        assert metric_value(text, "fraudwatch_model_info", {"version": v2}) == 1
+        assert metric_value(text, "fraudwatch_model_info", {"version": first}) is None
+        assert reloader.check_sync() is False  # alias did not move again
+    set_production(world, world.versions[0])
+
+
+def test_failed_reload_keeps_serving(world: World, settings_for: Callable[..., Settings]) -> None:
+    with TestClient(create_app(settings_for())) as c:
+        ctx = c.app.state.ctx  # type: ignore[attr-defined]
+        serving = ctx.holder.current.version
+        broken = train_and_log(world, seed=2, max_iter=10)
+        break_version_artifacts(world, broken)
+        set_production(world, broken)
+        try:
+            assert ctx.reloader.check_sync() is False
+            assert ctx.holder.current.version == serving
+            r = c.post("/score", json=tx())
+            assert r.status_code == 200 and r.json()["model"]["version"] == serving
+            text = c.get("/metrics").text
+            assert metric_value(text, "fraudwatch_api_model_reload_failures_total") == 1
+            assert metric_value(text, "fraudwatch_api_model_reloads_total") == 0
+            assert c.get("/readyz").status_code == 200
+        finally:
+            set_production(world, world.versions[0])
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+
+def test_schema_fuzzing_finds_no_server_errors(settings_for: Callable[..., Settings]) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.generation.modes import GenerationMode
+
+    app = create_app(settings_for(api_max_batch=20))
+    with LiveServer(app) as live:
+        schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+        problems: list[str] = []
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @given(case=schema.as_strategy(generation_mode=mode))
+            def fuzz(case: Any) -> None:
+                response = case.call(base_url=live.url)
+                if response.status_code >= 500:
+                    problems.append(
+                        f"{case.method} {case.path} {case.body!r} -> {response.status_code} {response.text}"
+                    )
+                assert "Traceback" not in response.text
+
+            fuzz()
+        assert problems == []
