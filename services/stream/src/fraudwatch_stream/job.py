@@ -1,0 +1,287 @@
+"""The streaming scorer: Kafka -> validate -> terminal state -> card state -> score -> sinks.
+
+One query, one checkpoint. ``foreachBatch`` writes, in this order: the authoritative table (upsert by
+transaction_id, :mod:`.sinks`), the online store (latest state bytes of every entity the batch touched),
+then ``transactions.scored``, ``fraud.alerts`` and ``transactions.dlq`` in one Kafka write.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudwatch.config import Settings
+from fraudwatch.store import OnlineStore, open_store
+from fraudwatch_stream.metrics import StreamMetrics
+from fraudwatch_stream.records import (
+    CARD_STATE,
+    DEAD_LETTER,
+    ROW_SCHEMA_DDL,
+    TERMINAL_STATE,
+    TRANSACTION,
+    parse_records,
+)
+from fraudwatch_stream.scoring import SCORE_SCHEMA_DDL, ModelConfig, score_batches
+from fraudwatch_stream.sinks import ScoredTable, scored_table_path
+from fraudwatch_stream.stateful import CardProcessor, TerminalProcessor
+
+__all__ = ["JobOptions", "StreamJob", "build_query_frame", "model_config"]
+
+log = logging.getLogger("fraudwatch_stream")
+OPERATORS = ("terminal", "card")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Stream-only knobs that are not (yet) in Settings."""
+
+    state_buckets: int = 64
+    query_name: str = "fraudwatch-scorer"
+
+
+def model_config(settings: Settings) -> ModelConfig:
+    uri = settings.resolved_model_uri
+    return ModelConfig(
+        tracking_uri=settings.mlflow_tracking_uri,
+        model_uri=uri,
+        model_name=settings.model_name,
+        alias=uri.split("@", 1)[1] if "@" in uri else None,
+        poll_seconds=settings.model_poll_seconds,
+    )
+
+
+def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> Any:
+    """The streaming DataFrame up to the scores (everything but the sink)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
+
+    raw = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", f"{settings.topic_transactions},{settings.topic_labels}")
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", settings.stream_max_offsets_per_trigger)
+        .option("failOnDataLoss", "true")
+        .load()
+        .select("value", "topic", "partition", "offset", "timestamp")
+    )
+    parsed = raw.mapInPandas(
+        functools.partial(
+            parse_records,
+            topic_transactions=settings.topic_transactions,
+            max_record_bytes=settings.max_record_bytes,
+            buckets=options.state_buckets,
+        ),
+        ROW_SCHEMA_DDL,
+    )
+    with_terminal = parsed.groupBy("tb").transformWithStateInPandas(
+        TerminalProcessor(options.state_buckets), ROW_SCHEMA_DDL, "Append", "None"
+    )
+    with_card = with_terminal.groupBy("cb").transformWithStateInPandas(
+        CardProcessor(options.state_buckets), ROW_SCHEMA_DDL, "Append", "None"
+    )
+    config = model_config(settings)
+
+    @pandas_udf(SCORE_SCHEMA_DDL)  # type: ignore[call-overload]
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        yield from score_batches(batches, config)
+
+    scored = with_card.withColumn("s", score(F.struct("kind", "payload", "cfeat", "tfeat")))
+    return scored.select("*", "s.*").drop("s")
+
+
+class StreamJob:
+    """The query and its foreachBatch sink (runs on the driver)."""
+
+    def __init__(self, spark: Any, settings: Settings, options: JobOptions | None = None) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.options = options or JobOptions()
+        self.metrics = StreamMetrics()
+        self.table = ScoredTable(scored_table_path(settings))
+        self.store: OnlineStore = open_store(settings, observer=self.metrics.store_observer)
+        self.query: Any = None
+        self._alias = model_config(settings).alias or ""
+
+    # ------------------------------------------------------------------ sink
+    def write_batch(self, batch_df: Any, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        started = time.monotonic()
+        batch_df.persist()
+        try:
+            pdf = batch_df.select(
+                "kind",
+                "transaction_id",
+                "card_id",
+                "terminal_id",
+                "t_us",
+                "score",
+                "decision",
+                "model_name",
+                "model_version",
+                "value",
+                "cfeat",
+                "tfeat",
+                "state",
+                "reason",
+            ).toPandas()
+            scored = pdf[pdf["kind"] == TRANSACTION]
+            now = time.time()
+            if len(scored):
+                features = [
+                    np.concatenate((c, t)).tolist()
+                    for c, t in zip(scored["cfeat"].tolist(), scored["tfeat"].tolist(), strict=True)
+                ]
+                self.table.upsert(
+                    zip(
+                        scored["transaction_id"].tolist(),
+                        scored["card_id"].tolist(),
+                        scored["terminal_id"].tolist(),
+                        scored["t_us"].astype("int64").tolist(),
+                        scored["score"].tolist(),
+                        scored["decision"].tolist(),
+                        scored["model_name"].tolist(),
+                        scored["model_version"].tolist(),
+                        features,
+                        scored["value"].tolist(),
+                        [batch_id] * len(scored),
+                        [now] * len(scored),
+                        strict=True,
+                    )
+                )
+            cards = pdf[pdf["kind"] == CARD_STATE]
+            terminals = pdf[pdf["kind"] == TERMINAL_STATE]
+            if len(cards) or len(terminals):
+                self.store.put(
+                    dict(zip(cards["card_id"].tolist(), map(bytes, cards["state"].tolist()), strict=True)),
+                    dict(
+                        zip(
+                            terminals["terminal_id"].tolist(),
+                            map(bytes, terminals["state"].tolist()),
+                            strict=True,
+                        )
+                    ),
+                )
+            is_alert = F.col("decision").isin("review", "decline")
+            out = batch_df.where(F.col("kind").isin(TRANSACTION, DEAD_LETTER)).select(
+                F.when(F.col("kind") == TRANSACTION, F.col("card_id")).alias("key"),
+                F.when(F.col("kind") == TRANSACTION, F.col("value"))
+                .otherwise(F.col("payload"))
+                .alias("value"),
+                F.explode(
+                    F.when(F.col("kind") == DEAD_LETTER, F.array(F.lit(self.settings.topic_dlq)))
+                    .when(
+                        is_alert,
+                        F.array(F.lit(self.settings.topic_scored), F.lit(self.settings.topic_alerts)),
+                    )
+                    .otherwise(F.array(F.lit(self.settings.topic_scored)))
+                ).alias("topic"),
+            )
+            n_dlq = int((pdf["kind"] == DEAD_LETTER).sum())
+            if len(scored) or n_dlq:
+                (
+                    out.write.format("kafka")
+                    .option("kafka.bootstrap.servers", self.settings.kafka_bootstrap)
+                    .option("kafka.linger.ms", "5")
+                    .option("kafka.compression.type", "lz4")
+                    .save()
+                )
+        finally:
+            batch_df.unpersist()
+        self._count(pdf, scored, n_dlq, batch_id, time.monotonic() - started)
+
+    def _count(
+        self, pdf: pd.DataFrame, scored: pd.DataFrame, n_dlq: int, batch_id: int, seconds: float
+    ) -> None:
+        m = self.metrics
+        decisions = scored["decision"].value_counts().to_dict() if len(scored) else {}
+        alerts = int(decisions.get("review", 0) + decisions.get("decline", 0))
+        m.rows.labels(output="scored").inc(len(scored))
+        m.rows.labels(output="alerts").inc(alerts)
+        m.rows.labels(output="dlq").inc(n_dlq)
+        for decision, count in decisions.items():
+            m.decisions.labels(decision=decision).inc(count)
+        if n_dlq:
+            for reason, count in pdf.loc[pdf["kind"] == DEAD_LETTER, "reason"].value_counts().items():
+                m.dead_letters.labels(reason=str(reason)).inc(int(count))
+        if len(scored):
+            lat = time.time() - scored["t_us"].to_numpy(dtype=np.float64) / 1e6
+            for value in lat:
+                m.event_to_scored.observe(float(value))
+            last = scored.iloc[-1]
+            m.set_model(str(last["model_name"]), str(last["model_version"]), self._alias)
+        print(
+            json.dumps(
+                {
+                    "event": "batch_written",
+                    "batch_id": batch_id,
+                    "scored": len(scored),
+                    "alerts": alerts,
+                    "dead_letters": n_dlq,
+                    "state_rows_pushed": int(pdf["kind"].isin([CARD_STATE, TERMINAL_STATE]).sum()),
+                    "sink_seconds": round(seconds, 3),
+                    "decisions": {str(k): int(v) for k, v in decisions.items()},
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # ------------------------------------------------------------------ run
+    def start(self) -> Any:
+        from pyspark.sql.streaming import StreamingQueryListener
+
+        metrics = self.metrics
+
+        class _Listener(StreamingQueryListener):
+            def onQueryStarted(self, event: Any) -> None:
+                print(
+                    json.dumps({"event": "query_started", "id": str(event.id)}), file=sys.stderr, flush=True
+                )
+
+            def onQueryProgress(self, event: Any) -> None:
+                fields = metrics.on_progress(event.progress, OPERATORS)
+                print(
+                    json.dumps({"event": "query_progress", **fields}, default=str),
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+            def onQueryIdle(self, event: Any) -> None:
+                metrics.last_batch.set(time.time())
+
+            def onQueryTerminated(self, event: Any) -> None:
+                print(
+                    json.dumps({"event": "query_terminated", "exception": event.exception}),
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        self.spark.streams.addListener(_Listener())
+        frame = build_query_frame(self.spark, self.settings, self.options)
+        checkpoint = self.settings.resolved_checkpoint_dir / "scorer"
+        self.query = (
+            frame.writeStream.queryName(self.options.query_name)
+            .outputMode("append")
+            .option("checkpointLocation", str(checkpoint))
+            .trigger(processingTime=f"{self.settings.stream_trigger_seconds} seconds")
+            .foreachBatch(self.write_batch)
+            .start()
+        )
+        return self.query
+
+    def stop(self) -> None:
+        if self.query is not None:
+            self.query.stop()
+        self.store.close()
+        self.table.close()

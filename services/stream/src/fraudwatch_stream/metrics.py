@@ -1,0 +1,142 @@
+"""Prometheus metrics of the stream job (names: docs/metrics.md), served by the driver on :9108.
+
+Query-level numbers (rates, batch duration, state rows, Kafka lag) come from a StreamingQueryListener;
+per-row numbers (outputs, dead letters, decisions, event-to-scored latency) from the foreachBatch sink.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["StreamMetrics", "kafka_lag"]
+
+log = logging.getLogger("fraudwatch_stream.metrics")
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 120.0)
+_BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class StreamMetrics:
+    """Every metric the stream exports, in its own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.input_rps = Gauge(
+            "fraudwatch_stream_input_rows_per_second", "Input rows/s (last batch)", registry=r
+        )
+        self.processed_rps = Gauge(
+            "fraudwatch_stream_processed_rows_per_second", "Processed rows/s (last batch)", registry=r
+        )
+        self.batch_duration = Histogram(
+            "fraudwatch_stream_batch_duration_seconds",
+            "Micro-batch duration",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.event_to_scored = Histogram(
+            "fraudwatch_stream_event_to_scored_seconds",
+            "Transaction event_time to scored (written) time",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rows = Counter("fraudwatch_stream_rows", "Rows written by output", ["output"], registry=r)
+        self.dead_letters = Counter(
+            "fraudwatch_stream_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.decisions = Counter("fraudwatch_stream_decisions", "Decisions", ["decision"], registry=r)
+        self.state_rows = Gauge(
+            "fraudwatch_stream_state_rows", "State rows per operator", ["operator"], registry=r
+        )
+        self.kafka_lag = Gauge(
+            "fraudwatch_stream_kafka_lag", "Records behind the latest offset", ["topic"], registry=r
+        )
+        self.last_batch = Gauge(
+            "fraudwatch_stream_last_batch_timestamp_seconds",
+            "Unix time of the last completed batch",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "fraudwatch_model_info", "Model in use", ["component", "name", "version", "alias"], registry=r
+        )
+        self.store_duration = Histogram(
+            "fraudwatch_store_duration_seconds", "Online store operation time", ["backend", "op"], registry=r
+        )
+        self.store_errors = Counter(
+            "fraudwatch_store_errors", "Online store errors", ["backend", "op"], registry=r
+        )
+        self._model: tuple[str, str, str] | None = None
+        for output in ("scored", "alerts", "dlq"):
+            self.rows.labels(output=output)
+        for decision in ("approve", "review", "decline"):
+            self.decisions.labels(decision=decision)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def store_observer(self, backend: str, op: str, seconds: float, failed: bool) -> None:
+        self.store_duration.labels(backend=backend, op=op).observe(seconds)
+        if failed:
+            self.store_errors.labels(backend=backend, op=op).inc()
+
+    def set_model(self, name: str, version: str, alias: str) -> None:
+        key = (name, version, alias)
+        if key == self._model:
+            return
+        if self._model is not None:
+            self.model_info.remove("stream", *self._model)
+        self.model_info.labels(component="stream", name=name, version=version, alias=alias).set(1)
+        self._model = key
+
+    def on_progress(self, progress: Any, operator_names: tuple[str, ...]) -> dict[str, Any]:
+        """Update the query-level metrics from a StreamingQueryProgress; returns its JSON log fields."""
+        self.input_rps.set(progress.inputRowsPerSecond or 0.0)
+        self.processed_rps.set(progress.processedRowsPerSecond or 0.0)
+        duration_ms = (progress.durationMs or {}).get("triggerExecution", progress.batchDuration or 0)
+        self.batch_duration.observe(duration_ms / 1000.0)
+        for i, op in enumerate(progress.stateOperators or []):
+            name = operator_names[i] if i < len(operator_names) else f"op{i}"
+            self.state_rows.labels(operator=name).set(op.numRowsTotal)
+        lag: dict[str, int] = {}
+        for source in progress.sources or []:
+            lag.update(kafka_lag(source.endOffset, source.latestOffset))
+        for topic, behind in lag.items():
+            self.kafka_lag.labels(topic=topic).set(behind)
+        self.last_batch.set(time.time())
+        return {
+            "batch_id": progress.batchId,
+            "input_rows": progress.numInputRows,
+            "input_rows_per_second": round(progress.inputRowsPerSecond or 0.0, 1),
+            "processed_rows_per_second": round(progress.processedRowsPerSecond or 0.0, 1),
+            "duration_ms": progress.durationMs,
+            "state_rows": {
+                (operator_names[i] if i < len(operator_names) else f"op{i}"): op.numRowsTotal
+                for i, op in enumerate(progress.stateOperators or [])
+            },
+            "kafka_lag": lag,
+        }
+
+
+def _offsets(raw: Any) -> dict[str, dict[str, int]]:
+    if not raw:
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def kafka_lag(end_offset: Any, latest_offset: Any) -> dict[str, int]:
+    """Records behind the latest offset per topic, from a Kafka source's progress offsets."""
+    end, latest = _offsets(end_offset), _offsets(latest_offset)
+    out: dict[str, int] = {}
+    for topic, parts in latest.items():
+        done = end.get(topic, {})
+        out[topic] = sum(max(0, int(off) - int(done.get(p, 0))) for p, off in parts.items())
+    return out

@@ -1,0 +1,164 @@
+"""Scoring inside Spark: an iterator-of-batches pandas UDF with a per-worker model that follows the alias.
+
+The model is loaded once per Python worker (a module-level holder; Spark reuses its Python workers) and the
+registry is asked at most every ``poll_seconds`` which version the alias points at; when it moved, the new
+version is loaded between two Arrow batches, never in the middle of one. A registry that cannot be reached
+keeps the current model (and is asked again at the next poll).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from fraudwatch.errors import ModelError
+from fraudwatch.features import FEATURE_NAMES
+
+__all__ = ["SCORE_SCHEMA_DDL", "LoadedModel", "ModelConfig", "current_model", "score_batches"]
+
+log = logging.getLogger("fraudwatch_stream.scoring")
+
+SCORE_SCHEMA_DDL = "score DOUBLE, decision STRING, model_name STRING, model_version STRING, value STRING"
+REASONS_KEPT = 3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a worker needs to find the model (plain values: shipped to the workers by pickling)."""
+
+    tracking_uri: str
+    model_uri: str
+    model_name: str
+    alias: str | None
+    poll_seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    name: str
+    version: str
+    model: Any  # fraudwatch.model.FraudModel: score_matrix, decide, explain, feature_names, thresholds
+    columns: np.ndarray | None  # columns of a FEATURE_NAMES row the model takes (None: all, same order)
+
+    def score(self, matrix: np.ndarray) -> np.ndarray:
+        x = matrix if self.columns is None else matrix[:, self.columns]
+        return np.asarray(self.model.score_matrix(x), dtype=np.float64)
+
+    def explain(self, row: np.ndarray, country: str | None) -> list[str]:
+        x = row if self.columns is None else row[self.columns]
+        return list(self.model.explain(x, k=REASONS_KEPT, country=country))
+
+
+class _Holder:
+    model: LoadedModel | None = None
+    config: ModelConfig | None = None
+    checked_at: float = float("-inf")
+
+
+_HOLDER = _Holder()
+
+
+def _client(config: ModelConfig) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+
+
+def _resolve(config: ModelConfig) -> tuple[str, str]:
+    """(name, version) the configured URI points at now."""
+    ref = config.model_uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(_client(config).get_model_version_by_alias(name, alias).version)
+    name, _, version = ref.partition("/")
+    return name, version
+
+
+def _load(config: ModelConfig, name: str, version: str) -> LoadedModel:
+    import mlflow
+
+    from fraudwatch.model import load_model
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(config.tracking_uri)
+    uri = f"models:/{name}/{version}" if config.model_uri.startswith("models:/") else config.model_uri
+    model = load_model(uri).model
+    names = tuple(getattr(model, "feature_names", ()) or ())
+    if not names:
+        raise ModelError(f"model {uri} carries no feature_names")
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise ModelError(f"model {uri} needs features the shared feature code does not compute: {unknown}")
+    columns = None if names == FEATURE_NAMES else np.array([FEATURE_NAMES.index(n) for n in names])
+    log.info("loaded model %s version %s", name, version)
+    return LoadedModel(name=name, version=version, model=model, columns=columns)
+
+
+def current_model(config: ModelConfig) -> LoadedModel:
+    """The worker's model, reloaded when the alias moved (registry asked at most every poll_seconds)."""
+    now = time.monotonic()
+    held = _HOLDER.model if _HOLDER.config == config else None
+    if held is not None and now - _HOLDER.checked_at < config.poll_seconds:
+        return held
+    try:
+        name, version = (
+            _resolve(config) if config.model_uri.startswith("models:/") else (config.model_name, "")
+        )
+    except Exception as exc:
+        if held is None:
+            raise ModelError(f"cannot resolve {config.model_uri} in {config.tracking_uri}: {exc}") from exc
+        log.warning("registry unreachable, keeping model version %s: %s", held.version, exc)
+        _HOLDER.checked_at = now
+        return held
+    if held is None or held.version != version or held.name != name:
+        held = _load(config, name, version or "local")
+        _HOLDER.model, _HOLDER.config = held, config
+    _HOLDER.checked_at = now
+    return held
+
+
+def _rfc3339_now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def score_batches(batches: Iterator[pd.DataFrame], config: ModelConfig) -> Iterator[pd.DataFrame]:
+    """Body of the pandas UDF: struct(kind, payload, cfeat, tfeat) -> struct(SCORE_SCHEMA)."""
+    for pdf in batches:
+        n = len(pdf)
+        out: dict[str, list[Any]] = {
+            c: [None] * n for c in ("score", "decision", "model_name", "model_version", "value")
+        }
+        rows = np.flatnonzero((pdf["kind"] == 0).to_numpy())
+        if len(rows):
+            model = current_model(config)
+            cfeat, tfeat = pdf["cfeat"].to_numpy(), pdf["tfeat"].to_numpy()
+            matrix = np.array([np.concatenate((cfeat[i], tfeat[i])) for i in rows], dtype=np.float64)
+            scores = model.score(matrix)
+            decisions = list(model.model.decide(scores))
+            payloads = pdf["payload"].to_numpy()
+            scored_at = _rfc3339_now()
+            for j, i in enumerate(rows.tolist()):
+                score = float(scores[j])
+                record = orjson.loads(payloads[i])
+                record.update(
+                    score=score,
+                    decision=decisions[j],
+                    model_name=model.name,
+                    model_version=model.version,
+                    reasons=model.explain(matrix[j], record.get("country")),
+                    scored_at=scored_at,
+                )
+                out["score"][i] = score
+                out["decision"][i] = decisions[j]
+                out["model_name"][i] = model.name
+                out["model_version"][i] = model.version
+                out["value"][i] = orjson.dumps(record).decode()
+        yield pd.DataFrame(out)
