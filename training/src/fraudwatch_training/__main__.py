@@ -1,0 +1,119 @@
+"""``python -m fraudwatch_training train``: build training data, train, evaluate, log, register, promote."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fraudwatch.config import get_settings
+from fraudwatch_training.data import PRESETS, load_history
+from fraudwatch_training.models import KINDS
+from fraudwatch_training.pipeline import train_and_register
+from fraudwatch_training.split import SplitConfig
+from fraudwatch_training.thresholds import ThresholdPolicy
+
+SHOWN = (
+    ("test_auc_roc", "AUC ROC"),
+    ("test_average_precision", "AP"),
+    ("test_card_precision_at_100", "CP@100"),
+    ("test_precision_at_review", "prec@review"),
+    ("test_recall_at_review", "recall@review"),
+    ("test_precision_at_decline", "prec@decline"),
+    ("test_recall_at_decline", "recall@decline"),
+    ("test_cost_saving_share", "cost saved"),
+)
+
+
+def _mapping(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        src, _, dst = pair.partition("=")
+        if not src or not dst:
+            raise SystemExit(f"--map needs SOURCE=target, got {pair!r}")
+        out[src] = dst
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fraudwatch_training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train, evaluate, log to MLflow, register and promote")
+    tr.add_argument("--data", type=Path, help="Parquet/CSV history (default: .local/data, else simulate)")
+    tr.add_argument("--preset", choices=sorted(PRESETS), help="column mapping of a known dataset")
+    tr.add_argument("--map", action="append", default=[], metavar="SRC=dst", help="extra column mapping")
+    tr.add_argument("--tracking-uri", help="MLflow tracking URI (default FRAUDWATCH_MLFLOW_TRACKING_URI)")
+    tr.add_argument("--days", type=int, default=60, help="days to simulate when there is no data")
+    tr.add_argument("--last-days", type=float, help="use only the last N days of the history")
+    tr.add_argument("--experiment", default="fraudwatch")
+    tr.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {KINDS}")
+    tr.add_argument("--validation-days", type=float, default=7.0)
+    tr.add_argument("--test-days", type=float, default=7.0)
+    tr.add_argument("--gap-days", type=float, default=7.0)
+    tr.add_argument("--decline-precision", type=float, default=0.90)
+    tr.add_argument("--review-recall", type=float, default=0.90)
+    tr.add_argument("--max-review-rate", type=float, default=0.02)
+    tr.add_argument("--no-promote", action="store_true")
+    args = parser.parse_args(argv)
+
+    console = Console()
+    settings = get_settings()
+    tracking_uri = args.tracking_uri or settings.mlflow_tracking_uri
+    started = time.perf_counter()
+    with console.status("loading history"):
+        history = load_history(
+            args.data, args.preset, settings.local_dir, args.days, mapping=_mapping(args.map)
+        )
+    tx, labels = history.transactions, history.labels
+    if args.last_days:
+        cut = history.end - __import__("pandas").Timedelta(days=args.last_days)
+        tx = tx[tx["event_time"] >= cut].reset_index(drop=True)
+    console.print(
+        f"history: {len(tx):,} transactions, {int(tx['is_fraud'].sum()):,} frauds, "
+        f"{tx['event_time'].min()} .. {tx['event_time'].max()}"
+    )
+    result = train_and_register(
+        tx,
+        labels,
+        tracking_uri,
+        model_name=settings.model_name,
+        experiment=args.experiment,
+        kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+        split=SplitConfig(args.validation_days, args.test_days, args.gap_days),
+        policy=ThresholdPolicy(args.decline_precision, args.review_recall, args.max_review_rate),
+        promote=not args.no_promote,
+        data_source=str(args.data or settings.local_dir / "data"),
+        progress=True,
+        echo=console.print,
+    )
+    table = Table(title=f"test {result.bounds['test'][0]:%Y-%m-%d} .. {result.bounds['test'][1]:%Y-%m-%d}")
+    table.add_column("model")
+    for _, title in SHOWN:
+        table.add_column(title, justify="right")
+    for kind, m in result.metrics.items():
+        name = f"{kind} *" if kind == result.best_kind else kind
+        table.add_row(name, *(f"{m.get(key, float('nan')):.3f}" for key, _ in SHOWN))
+    console.print(table)
+    best = result.metrics[result.best_kind]
+    scen = {
+        k.removeprefix("test_recall_review_"): v
+        for k, v in best.items()
+        if k.startswith("test_recall_review_")
+    }
+    if scen:
+        console.print("recall at review by scenario: " + ", ".join(f"{k} {v:.2f}" for k, v in scen.items()))
+    t = result.model.thresholds
+    console.print(f"thresholds: review {t.review:.4f}, decline {t.decline:.4f}")
+    console.print(f"run {result.run_id}; registered {settings.model_name} v{result.model_version}")
+    if result.promotion is not None:
+        console.print(result.promotion.summary())
+    console.print(f"done in {time.perf_counter() - started:.0f} s ({tracking_uri})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
