@@ -273,7 +273,7 @@ def start_ours(
         "FRAUDWATCH_STORE_BACKEND": "sqlite",
         "FRAUDWATCH_SQLITE_PATH": str(world["store_path"]),
         "FRAUDWATCH_LOCAL_DIR": str(workdir),
-        "FRAUDWATCH_LOG_LEVEL": "WARNING",  # the per-request access log is measured separately below
+        "FRAUDWATCH_LOG_LEVEL": "INFO",  # the per-request JSON access log is on, as in production
     }
     env.pop("FRAUDWATCH_API_TOKEN", None)
     log = workdir / "api.log"
@@ -291,7 +291,9 @@ def start_ours(
 def start_mlflow(
     world: dict[str, Any], workdir: Path, port: int, workers: int
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": world["tracking_uri"]}
+    # mlflow serve execs `uvicorn` from PATH: put this virtualenv's bin first.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": world["tracking_uri"], "PATH": path}
     log = workdir / "mlflow-serve.log"
     proc = subprocess.Popen(
         [

@@ -51,6 +51,7 @@ class World:
     X: np.ndarray
     y: np.ndarray
     versions: list[str]
+    model_name: str = MODEL
 
 
 def train_and_log(world: World, seed: int, max_iter: int = 30) -> str:
@@ -70,7 +71,7 @@ def train_and_log(world: World, seed: int, max_iter: int = 30) -> str:
     mlflow.set_registry_uri(world.tracking_uri)
     client = MlflowClient(world.tracking_uri, world.tracking_uri)
     with mlflow.start_run(experiment_id=world.experiment_id):
-        mv = log_model(model, client=client)
+        mv = log_model(model, client=client, registered_model_name=world.model_name)
     assert mv is not None
     world.versions.append(str(mv.version))
     return str(mv.version)
@@ -79,9 +80,8 @@ def train_and_log(world: World, seed: int, max_iter: int = 30) -> str:
 def set_production(world: World, version: str) -> None:
     from mlflow import MlflowClient
 
-    MlflowClient(world.tracking_uri, world.tracking_uri).set_registered_model_alias(
-        MODEL, "production", version
-    )
+    client = MlflowClient(world.tracking_uri, world.tracking_uri)
+    client.set_registered_model_alias(world.model_name, "production", version)
 
 
 def break_version_artifacts(world: World, version: str) -> None:
@@ -89,12 +89,12 @@ def break_version_artifacts(world: World, version: str) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient(world.tracking_uri, world.tracking_uri)
-    path = Path(urlparse(client.get_model_version_download_uri(MODEL, version)).path)
+    path = Path(urlparse(client.get_model_version_download_uri(world.model_name, version)).path)
     assert path.is_dir() and str(path).startswith(str(world.artifact_root)), path
     shutil.rmtree(path)
 
 
-def build_world(root: Path, tracking_uri: str | None = None) -> World:
+def build_world(root: Path, tracking_uri: str | None = None, model_name: str = MODEL) -> World:
     """Simulated history replayed through the feature code, and one registered model at @production."""
     from mlflow import MlflowClient
 
@@ -117,6 +117,7 @@ def build_world(root: Path, tracking_uri: str | None = None) -> World:
         X=result.features.to_numpy(dtype=np.float64),
         y=history.transactions["is_fraud"].to_numpy(dtype=np.int64),
         versions=[],
+        model_name=model_name,
     )
     set_production(world, train_and_log(world, seed=0))
     return world

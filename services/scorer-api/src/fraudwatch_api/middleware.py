@@ -107,20 +107,20 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - start
             route = self._route(scope)
             self.metrics.observe_request(route, scope["method"], status, elapsed)
-            state = scope["state"]
-            access_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status,
-                        "latency_ms": round(elapsed * 1000, 3),
-                        "decision": state.get("decision"),
-                    }
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "route": route,
+                            "status": status,
+                            "latency_ms": round(elapsed * 1000, 3),
+                            "decision": scope["state"].get("decision"),
+                        }
+                    },
+                )
 
     def _route(self, scope: Scope) -> str:
         """The route template (bounded label values: unknown paths are all "unmatched")."""
