@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         say("    history already there")
 
     say("3/7 train, evaluate, register and promote fraud-detector")
-    subprocess.run([py, "-m", "fraudwatch_training", "train", "--data", str(data)], check=True, env=env)
+    subprocess.run(
+        [py, "-m", "fraudwatch_training", "train", "--data", str(data / "transactions.parquet")],
+        check=True,
+        env=env,
+    )
 
     say("4/7 scorer API and stream job")
     api = f"http://{settings.api_host}:{settings.api_port}"

@@ -609,6 +609,9 @@ class Services:
             "global:",
             f"  scrape_interval: {self.scrape_interval}",
             f"  evaluation_interval: {self.scrape_interval}",
+            # the one rules copy, so recording rules (used by dashboards) and alerts load here too
+            "rule_files:",
+            f'  - "{ROOT / "monitoring" / "prometheus" / "rules"}/*.yml"',
             "scrape_configs:",
             "  - job_name: prometheus",
             "    static_configs:",
