@@ -141,6 +141,7 @@ def train_and_register(
     register: bool = True,
     promote: bool = True,
     importance: bool = True,
+    importance_rows: int = 6000,
     plots: bool = True,
     data_source: str = "",
     progress: bool = False,
@@ -207,7 +208,7 @@ def train_and_register(
     best_kind = max(metrics, key=lambda k: metrics[k]["validation_average_precision"])
     best = fitted[best_kind]
     t0 = time.perf_counter()
-    importances = permutation_importance(best, val.X, val.y) if importance else {}
+    importances = permutation_importance(best, val.X, val.y, max_rows=importance_rows) if importance else {}
     timings["importance_s"] = time.perf_counter() - t0
     best.reference = compute_reference(train.X, best.score_matrix(train.X), importances)
     best.metadata |= {
