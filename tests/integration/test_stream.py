@@ -219,10 +219,12 @@ def model_versions(mlflow_tracking_uri: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def stream(
-    kafka_bootstrap: str, mlflow_tracking_uri: str, model_versions: tuple[str, str], tmp_path_factory: Any
+    services: Any,
+    kafka_bootstrap: str,
+    mlflow_tracking_uri: str,
+    model_versions: tuple[str, str],
+    tmp_path_factory: Any,
 ) -> Iterator[StreamUnderTest]:
-    from conftest import svc  # the services helper module (free ports)
-
     run = uuid.uuid4().hex[:8]
     local_dir = tmp_path_factory.mktemp("stream")
     values = {
@@ -235,7 +237,7 @@ def stream(
         "topic_scored": f"st-{run}.scored",
         "topic_alerts": f"st-{run}.alerts",
         "topic_dlq": f"st-{run}.dlq",
-        "stream_metrics_port": str(svc.free_ports(1)[0]),
+        "stream_metrics_port": str(services.stream_metrics_port),
         "stream_trigger_seconds": "1",
         "model_poll_seconds": "1",
         "max_record_bytes": "2048",

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
 
 from fraudwatch.config import get_settings
@@ -27,14 +28,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_metrics:
         job.metrics.serve(settings.stream_metrics_port)
 
+    stopping = threading.Event()
+
     def _stop(signum: int, frame: FrameType | None) -> None:
-        job.stop()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     query = job.start()
     try:
-        query.awaitTermination()
+        # short waits, so that the signal handler (main thread only) runs promptly
+        while query.isActive and not stopping.is_set():
+            query.awaitTermination(1)
+        if query.exception() is not None:
+            raise RuntimeError(str(query.exception()))
     except Exception as exc:
         print(f"stream query failed: {exc}", file=sys.stderr)
         return 1
