@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     tx, labels = history.transactions, history.labels
     if args.last_days:
-        cut = history.end - __import__("pandas").Timedelta(days=args.last_days)
+        cut = history.end - pd.Timedelta(days=args.last_days)
         tx = tx[tx["event_time"] >= cut].reset_index(drop=True)
     console.print(
         f"history: {len(tx):,} transactions, {int(tx['is_fraud'].sum()):,} frauds, "
