@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         http="httptools",
         loop="uvloop",
         timeout_keep_alive=30,
+        # a worker loads MLflow and the model before it answers the supervisor's ping (~20 s on 2 busy cores)
+        timeout_worker_healthcheck=180,
         proxy_headers=False,
         server_header=False,
     )
