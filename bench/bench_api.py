@@ -92,12 +92,21 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def worker_rss(proc: subprocess.Popen[bytes]) -> list[float]:
-    """RSS (MiB) of each serving process: the uvicorn/gunicorn workers, or the server itself."""
+    """RSS (MiB) of each serving worker: the supervisor's children that hold the app (not the supervisor,
+    not multiprocessing's resource tracker); the server process itself when it has no workers."""
     parent = psutil.Process(proc.pid)
-    procs = [parent, *parent.children(recursive=True)]
-    # The biggest processes are the workers that hold the model; supervisors are small.
-    rss = sorted((p.memory_info().rss / 2**20 for p in procs if p.is_running()), reverse=True)
-    return [round(r, 1) for r in rss]
+    workers = []
+    for child in parent.children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+            if "resource_tracker" in cmdline or "semaphore_tracker" in cmdline:
+                continue
+            workers.append(child.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:
+            continue
+    if not workers:
+        workers = [parent.memory_info().rss / 2**20]
+    return sorted((round(r, 1) for r in workers), reverse=True)
 
 
 # ---------------------------------------------------------------- load generator (raw HTTP/1.1 keep-alive)
@@ -329,11 +338,15 @@ def bench_server(
         return [reqs[(offset + i) % len(reqs)] for i in range(n)]
 
     run_load(port, take(300, 0), 1)  # warm-up (caches, first-request imports)
+    load_before = os.getloadavg()[0]
     seq = run_load(port, take(n_seq, 300), 1)
+    seq["loadavg_1m_before"] = round(load_before, 2)
     print(
         f"  {name} sequential: p50 {seq['p50_ms']} ms, p99 {seq['p99_ms']} ms, {seq['rps']} rps, errors {seq['errors']}"
     )
+    load_before = os.getloadavg()[0]
     conc = run_load(port, take(n_conc, 300 + n_seq), clients)
+    conc["loadavg_1m_before"] = round(load_before, 2)
     print(
         f"  {name} {clients} clients: p50 {conc['p50_ms']} ms, p99 {conc['p99_ms']} ms, {conc['rps']} rps, "
         f"errors {conc['errors']}"
@@ -376,7 +389,7 @@ def main() -> int:
         results["fraudwatch"] = bench_server(
             "fraudwatch", port, "/score", world["ours"], args.sequential, args.concurrent, args.clients
         )
-        rss["fraudwatch"] = worker_rss(proc)[:workers]
+        rss["fraudwatch"] = worker_rss(proc)
         stop(proc)
 
         port = free_port()
@@ -392,7 +405,7 @@ def main() -> int:
             args.concurrent,
             args.clients,
         )
-        rss["mlflow_serve"] = worker_rss(proc)[:workers]
+        rss["mlflow_serve"] = worker_rss(proc)
         stop(proc)
     finally:
         for p in procs:
@@ -438,7 +451,8 @@ def main() -> int:
             r = results[key][load]
             rows.append(
                 f"| {label} | {'1 client' if load == 'sequential' else f'{args.clients} clients'} | "
-                f"{r['requests']:,} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:,.0f} | {r['errors']} |"
+                f"{r['requests']:,} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:,.0f} | {r['errors']} | "
+                f"{r['loadavg_1m_before']} |"
             )
     body = "\n".join(
         [
@@ -450,8 +464,8 @@ def main() -> int:
             f"online store (seeded from {world['history_transactions']:,} replayed transactions) and computes "
             "the features; mlflow serve gets the precomputed feature vector (`dataframe_split`).",
             "",
-            "| server | load | requests | p50 ms | p99 ms | req/s | errors |",
-            "|---|---|---|---|---|---|---|",
+            "| server | load | requests | p50 ms | p99 ms | req/s | errors | machine load avg (1 min) before |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"- {args.clients}-client throughput ratio, ours / mlflow serve: **{speedup:.1f}x**",

@@ -1,4 +1,8 @@
-"""Typed dependencies of the route handlers (``Annotated[..., Depends()]`` aliases)."""
+"""Typed dependencies of the route handlers (``Annotated[..., Depends()]`` aliases).
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop
+per dependency per request, which costs more than everything these functions do.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ class AppContext:
     scorer: Scorer
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -48,7 +52,7 @@ def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-def get_model(ctx: Context) -> ServingModel:
+async def get_model(ctx: Context) -> ServingModel:
     # Grab the current bundle once: the whole request uses this one even if a reload swaps it meanwhile.
     model = ctx.holder.current
     if model is None:
@@ -61,7 +65,7 @@ CurrentModel = Annotated[ServingModel, Depends(get_model)]
 _bearer = HTTPBearer(auto_error=False, description="FRAUDWATCH_API_TOKEN, when the server sets one.")
 
 
-def require_token(
+async def require_token(
     ctx: Context, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     token = ctx.settings.api_token
