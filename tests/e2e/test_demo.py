@@ -1,0 +1,179 @@
+"""`make demo` as a smoke test, and every Grafana panel query answered by a real Prometheus.
+
+The demo runs in a temporary directory on free ports (every address is a FRAUDWATCH_* setting), with real
+Kafka, MLflow, Redis, Prometheus, Spark, the API and the producer. While its services still run, a small
+producer and API load keep every component's metrics fresh, and each dashboard query must return data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitoring import queries
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+
+def _free_port_pair() -> int:
+    """A free port p with p+1 free too (Kafka's controller listens on the next port)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _poll(check, timeout: float, interval: float = 1.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return False
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    local = tmp_path_factory.mktemp("demo") / ".local"
+    kafka = _free_port_pair()
+    ports = {name: _free_port() for name in ("mlflow", "redis", "prometheus", "api", "stream", "producer")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDWATCH_")}
+    env.update(
+        {
+            "FRAUDWATCH_LOCAL_DIR": str(local),
+            "FRAUDWATCH_KAFKA_BOOTSTRAP": f"localhost:{kafka}",
+            "FRAUDWATCH_MLFLOW_PORT": str(ports["mlflow"]),
+            "FRAUDWATCH_MLFLOW_TRACKING_URI": f"http://localhost:{ports['mlflow']}",
+            "FRAUDWATCH_REDIS_PORT": str(ports["redis"]),
+            "FRAUDWATCH_REDIS_URL": f"redis://localhost:{ports['redis']}/0",
+            "FRAUDWATCH_PROMETHEUS_PORT": str(ports["prometheus"]),
+            "FRAUDWATCH_API_PORT": str(ports["api"]),
+            "FRAUDWATCH_API_WORKERS": "1",
+            "FRAUDWATCH_STREAM_METRICS_PORT": str(ports["stream"]),
+            "FRAUDWATCH_PRODUCER_METRICS_PORT": str(ports["producer"]),
+            "FRAUDWATCH_SPARK_JARS_DIR": str(ROOT / ".local" / "jars" / "spark"),
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "demo.py"),
+        "--duration",
+        "20",
+        "--rate",
+        "200",
+        "--days",
+        "14",
+    ]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=demo_env, capture_output=True, text=True, timeout=1200)
+        yield proc
+    finally:
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "demo.py"), "--stop-apps"], cwd=ROOT, env=demo_env
+        )
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "services.py"), "down"], cwd=ROOT, env=demo_env
+        )
+
+
+def _summary_value(out: str, label: str) -> str:
+    match = re.search(rf"^\s+{re.escape(label)}\s+(.+)$", out, re.MULTILINE)
+    assert match, f"{label!r} missing from the demo summary:\n{out[-3000:]}"
+    return match.group(1).strip()
+
+
+def test_demo_runs_end_to_end_and_prints_the_summary(demo_run: subprocess.CompletedProcess[str]) -> None:
+    out = demo_run.stdout + demo_run.stderr
+    assert demo_run.returncode == 0, out[-5000:]
+    produced = int(_summary_value(out, "transactions produced (valid)").replace(",", ""))
+    scored = int(_summary_value(out, "scored (distinct transaction_id)").replace(",", ""))
+    dead = int(_summary_value(out, "dead letters on transactions.dlq").replace(",", ""))
+    assert produced > 1000
+    assert scored >= produced
+    assert dead >= 5
+    precision, recall = (float(x) for x in _summary_value(out, "alert precision / recall").split(" / "))
+    assert 0.0 <= precision <= 1.0
+    assert 0.0 <= recall <= 1.0
+    assert "ms" in _summary_value(out, "API POST /score p50 / p99")
+
+
+def test_every_dashboard_query_returns_data(
+    demo_run: subprocess.CompletedProcess[str], demo_env: dict[str, str]
+) -> None:
+    assert demo_run.returncode == 0, (demo_run.stdout + demo_run.stderr)[-3000:]
+    prom = f"http://localhost:{demo_env['FRAUDWATCH_PROMETHEUS_PORT']}"
+    api = f"http://127.0.0.1:{demo_env['FRAUDWATCH_API_PORT']}"
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "fraudwatch_producer", "--rate", "100", "--duration", "240", "--label-delay-scale", "1",
+         "--progress", "off"],
+        cwd=ROOT, env=demo_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    failures: dict[str, str] = {}
+    try:
+        body = {
+            "transaction_id": "dash-1",
+            "event_time": "2026-11-28T03:00:00Z",
+            "card_id": "card-000001",
+            "terminal_id": "term-000001",
+            "amount": 12.0,
+        }
+        with (
+            httpx.Client(base_url=prom, timeout=10) as client,
+            httpx.Client(base_url=api, timeout=10) as api_client,
+        ):
+
+            def up(job: str) -> bool:
+                res = client.get("/api/v1/query", params={"query": f'up{{job="{job}"}} == 1'}).json()
+                return bool(res["data"]["result"])
+
+            jobs = ("fraudwatch-scorer-api", "fraudwatch-stream", "fraudwatch-producer")
+            assert _poll(lambda: all(up(j) for j in jobs), 120), "Prometheus does not scrape every component"
+            all_queries = list(queries.all_dashboard_queries())
+            assert all_queries
+
+            def answered(q: queries.Query) -> bool:
+                for i in range(20):  # keep API traffic flowing so rate() windows have requests
+                    api_client.post("/score", json={**body, "transaction_id": f"dash-{i}"})
+                res = client.get("/api/v1/query", params={"query": q.for_prometheus()}).json()
+                assert res.get("status") == "success", f"{q.where}: {res.get('error')}"
+                return bool(res["data"]["result"])
+
+            for q in all_queries:
+                if not _poll(lambda q=q: answered(q), 90, interval=3):
+                    failures[f"{q.source}: {q.where}"] = f"no data for {q.for_prometheus()}"
+    finally:
+        producer.send_signal(signal.SIGTERM)
+        producer.wait(timeout=60)
+    assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
