@@ -69,6 +69,14 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def http_text(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local URL from settings
+            return str(resp.read().decode())
+    except (urllib.error.URLError, OSError):
+        return ""
+
+
 class Apps:
     """The API and stream processes the demo starts; PID files under <local_dir>/run/apps/."""
 
@@ -211,13 +219,16 @@ def main(argv: list[str] | None = None) -> int:
 
     say("4/7 scorer API and stream job")
     api = f"http://{settings.api_host}:{settings.api_port}"
+
+    def stream_ran_a_batch() -> bool:  # Spark is up and the query has completed a micro-batch
+        metrics = http_text(f"http://127.0.0.1:{settings.stream_metrics_port}/metrics")
+        return "\nfraudwatch_stream_last_batch_timestamp_seconds " in metrics
+
     apps.start("api", [py, "-m", "fraudwatch_api"], env)
     apps.start("stream", [py, "-m", "fraudwatch_stream"], env)
     try:
-        wait_until(lambda: http_ok(f"{api}/readyz"), 120, "the scorer API /readyz")
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{settings.stream_metrics_port}/metrics"), 180, "the stream job"
-        )
+        wait_until(lambda: http_ok(f"{api}/readyz"), 240, "the scorer API /readyz")
+        wait_until(stream_ran_a_batch, 300, "the stream job's first micro-batch")
     except SystemExit:
         for name in APPS:
             print(f"--- {name} log ---\n{apps.tail(name)}", file=sys.stderr)
