@@ -226,17 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     apps.start("api", [py, "-m", "fraudwatch_api"], env)
     apps.start("stream", [py, "-m", "fraudwatch_stream"], env)
-    try:
-        wait_until(lambda: http_ok(f"{api}/readyz"), 240, "the scorer API /readyz")
-        wait_until(stream_ran_a_batch, 300, "the stream job's first micro-batch")
-    except SystemExit:
-        for name in APPS:
-            print(f"--- {name} log ---\n{apps.tail(name)}", file=sys.stderr)
-        raise
-
-    say(
-        f"5/7 live traffic: {args.rate} tx/s for {args.duration:.0f}s, labels at 1 simulated day = 1 s, + 5 bad records"
-    )
+    # a few malformed records first: they go to the DLQ, and give the stream its first micro-batch
     from confluent_kafka import Producer
 
     bad = [
@@ -250,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     for raw in bad:
         producer.produce(settings.topic_transactions, raw)
     producer.flush(10)
+    try:
+        wait_until(lambda: http_ok(f"{api}/readyz"), 240, "the scorer API /readyz")
+        wait_until(stream_ran_a_batch, 300, "the stream job's first micro-batch")
+    except SystemExit:
+        for name in APPS:
+            print(f"--- {name} log ---\n{apps.tail(name)}", file=sys.stderr)
+        raise
+
+    say(f"5/7 live traffic: {args.rate} tx/s for {args.duration:.0f}s, labels at 1 simulated day = 1 s")
     produce = subprocess.run(
         [py, "-m", "fraudwatch_producer", "--rate", str(args.rate), "--duration", str(args.duration),
          "--label-delay-scale", "1", "--progress", "off"],
