@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live traffic")
     parser.add_argument("--rate", type=int, default=500, help="transactions per second")
-    parser.add_argument("--days", type=int, default=30, help="days of simulated history to train on")
+    parser.add_argument("--days", type=int, default=60, help="days of simulated history to train on")
     parser.add_argument("--stop", action="store_true", help="stop everything at the end")
     parser.add_argument("--stop-apps", action="store_true", help="only stop the API and stream it started")
     args = parser.parse_args(argv)
@@ -211,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         say("    history already there")
 
     say("3/7 train, evaluate, register and promote fraud-detector")
+    # validation, test and the label-delay gap are 7 days each by default; a short history gets shorter ones
+    window = max(1, min(7, args.days // 7))
+    split = ["--validation-days", str(window), "--test-days", str(window), "--gap-days", str(window)]
     subprocess.run(
-        [py, "-m", "fraudwatch_training", "train", "--data", str(data / "transactions.parquet")],
+        [py, "-m", "fraudwatch_training", "train", "--data", str(data / "transactions.parquet"), *split],
         check=True,
         env=env,
     )
