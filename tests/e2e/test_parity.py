@@ -76,7 +76,9 @@ def test_offline_stream_and_api_agree(
     tx, labels = history.transactions, history.labels
     end = tx["event_time"].max()
     labels = labels[labels["reported_at"] <= end]  # the labels known when the new transactions arrive
-    new = tx.drop_duplicates("card_id").head(25).copy()
+    # one per card AND per terminal: the API only reads state, so a new transaction must not share an
+    # entity with another new one (the stream and the replay would count the earlier one, rightly)
+    new = tx.drop_duplicates("card_id").drop_duplicates("terminal_id").head(25).copy()
     new["transaction_id"] = [f"new-{i}" for i in range(len(new))]
     new["event_time"] = [end + timedelta(minutes=30 + i) for i in range(len(new))]
     new["amount"] = new["amount"] * 3.0

@@ -43,7 +43,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
     deadline = time.monotonic() + timeout
     while True:
         value = check()
-        if value:
+        if (value is not None) if isinstance(value, pd.DataFrame) else bool(value):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -1,8 +1,9 @@
 """The streaming scorer: Kafka -> validate -> terminal state -> card state -> score -> sinks.
 
-One query, one checkpoint. ``foreachBatch`` writes, in this order: the authoritative table (upsert by
-transaction_id, :mod:`.sinks`), the online store (latest state bytes of every entity the batch touched),
-then ``transactions.scored``, ``fraud.alerts`` and ``transactions.dlq`` in one Kafka write.
+One query, one checkpoint. ``foreachBatch`` writes, in this order: the online store (latest state bytes of
+every entity the batch touched), the authoritative table (upsert by transaction_id, :mod:`.sinks`), then
+``transactions.scored``, ``fraud.alerts`` and ``transactions.dlq`` in one Kafka write. Store first: once a
+transaction is visible in the table, the state that includes it is already in the store.
 """
 
 from __future__ import annotations
@@ -135,6 +136,19 @@ class StreamJob:
                 "state",
                 "reason",
             ).toPandas()
+            cards = pdf[pdf["kind"] == CARD_STATE]
+            terminals = pdf[pdf["kind"] == TERMINAL_STATE]
+            if len(cards) or len(terminals):
+                self.store.put(
+                    dict(zip(cards["card_id"].tolist(), map(bytes, cards["state"].tolist()), strict=True)),
+                    dict(
+                        zip(
+                            terminals["terminal_id"].tolist(),
+                            map(bytes, terminals["state"].tolist()),
+                            strict=True,
+                        )
+                    ),
+                )
             scored = pdf[pdf["kind"] == TRANSACTION]
             now = time.time()
             if len(scored):
@@ -158,19 +172,6 @@ class StreamJob:
                         [now] * len(scored),
                         strict=True,
                     )
-                )
-            cards = pdf[pdf["kind"] == CARD_STATE]
-            terminals = pdf[pdf["kind"] == TERMINAL_STATE]
-            if len(cards) or len(terminals):
-                self.store.put(
-                    dict(zip(cards["card_id"].tolist(), map(bytes, cards["state"].tolist()), strict=True)),
-                    dict(
-                        zip(
-                            terminals["terminal_id"].tolist(),
-                            map(bytes, terminals["state"].tolist()),
-                            strict=True,
-                        )
-                    ),
                 )
             is_alert = F.col("decision").isin("review", "decline")
             out = batch_df.where(F.col("kind").isin(TRANSACTION, DEAD_LETTER)).select(
@@ -267,6 +268,8 @@ class StreamJob:
                     flush=True,
                 )
 
+        # RocksDB: commit a changelog per batch instead of uploading a snapshot of every state store
+        self.spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         self.spark.streams.addListener(_Listener())
         frame = build_query_frame(self.spark, self.settings, self.options)
         checkpoint = self.settings.resolved_checkpoint_dir / "scorer"
