@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -144,6 +145,10 @@ def create_app(
         ctx = AppContext(settings, metrics, holder, reloader, store, Scorer(store, metrics, drift))
         app.state.ctx = ctx
         await asyncio.to_thread(reloader.load_initial)
+        # Everything loaded so far (libraries, the model) lives for the whole process: move it out of the
+        # collector's generations so that full collections stay short (a pause lands in some request's latency).
+        gc.collect()
+        gc.freeze()
         tasks = [
             asyncio.create_task(reloader.run(), name="model-poller"),
             asyncio.create_task(_drift_loop(ctx, drift_seconds), name="drift"),
