@@ -136,6 +136,7 @@ class StreamJob:
                 "state",
                 "reason",
             ).toPandas()
+            timings = {"compute_and_collect": time.monotonic() - started}
             cards = pdf[pdf["kind"] == CARD_STATE]
             terminals = pdf[pdf["kind"] == TERMINAL_STATE]
             if len(cards) or len(terminals):
@@ -149,6 +150,7 @@ class StreamJob:
                         )
                     ),
                 )
+            timings["store"] = time.monotonic() - started - sum(timings.values())
             scored = pdf[pdf["kind"] == TRANSACTION]
             now = time.time()
             if len(scored):
@@ -173,6 +175,7 @@ class StreamJob:
                         strict=True,
                     )
                 )
+            timings["table"] = time.monotonic() - started - sum(timings.values())
             is_alert = F.col("decision").isin("review", "decline")
             out = batch_df.where(F.col("kind").isin(TRANSACTION, DEAD_LETTER)).select(
                 F.when(F.col("kind") == TRANSACTION, F.col("card_id")).alias("key"),
@@ -197,12 +200,19 @@ class StreamJob:
                     .option("kafka.compression.type", "lz4")
                     .save()
                 )
+            timings["kafka"] = time.monotonic() - started - sum(timings.values())
         finally:
             batch_df.unpersist()
-        self._count(pdf, scored, n_dlq, batch_id, time.monotonic() - started)
+        self._count(pdf, scored, n_dlq, batch_id, time.monotonic() - started, timings)
 
     def _count(
-        self, pdf: pd.DataFrame, scored: pd.DataFrame, n_dlq: int, batch_id: int, seconds: float
+        self,
+        pdf: pd.DataFrame,
+        scored: pd.DataFrame,
+        n_dlq: int,
+        batch_id: int,
+        seconds: float,
+        timings: dict[str, float],
     ) -> None:
         m = self.metrics
         decisions = scored["decision"].value_counts().to_dict() if len(scored) else {}
@@ -230,7 +240,8 @@ class StreamJob:
                     "alerts": alerts,
                     "dead_letters": n_dlq,
                     "state_rows_pushed": int(pdf["kind"].isin([CARD_STATE, TERMINAL_STATE]).sum()),
-                    "sink_seconds": round(seconds, 3),
+                    "batch_seconds": round(seconds, 3),
+                    "seconds": {k: round(v, 3) for k, v in timings.items()},
                     "decisions": {str(k): int(v) for k, v in decisions.items()},
                 }
             ),
