@@ -45,8 +45,9 @@ import psutil
 import pytest
 
 if TYPE_CHECKING:
-    from fraudwatch.config import Settings
     from pyspark.sql import SparkSession
+
+    from fraudwatch.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SERVICES_DIR = ROOT / ".local" / "test-services"

@@ -61,4 +61,6 @@ def test_configuration_reference_is_current() -> None:
     from fraudwatch.config import configuration_markdown
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
-    assert doc.read_text() == configuration_markdown(), "docs/configuration.md is stale: run `make config-docs`"
+    assert doc.read_text() == configuration_markdown(), (
+        "docs/configuration.md is stale: run `make config-docs`"
+    )
