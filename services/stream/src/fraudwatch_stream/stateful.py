@@ -1,12 +1,12 @@
 """The two stateful operators: terminal state, then card state, both in Spark state (RocksDB).
 
 Both are ``transformWithStateInPandas`` operators (Spark 4's arbitrary-state API, which, unlike
-``applyInPandasWithState``, may be chained) in append mode with one ``ValueState`` per group. The grouping key is a *bucket* — ``crc32(entity_id) % buckets`` — not the entity id: each
-group's state holds the state bytes of every entity of its bucket (``{entity_id: CardState/TerminalState
-bytes}``), so the per-group cost of the pandas API (a DataFrame per group, one Arrow round trip) is paid
-per bucket rather than per card. Only the entities a batch touches are decoded and re-encoded; the rest
-of the bucket is carried as bytes. docs/stream.md discusses the trade-off (bytes rewritten per batch vs.
-per-group overhead) and how to size ``buckets``.
+``applyInPandasWithState``, may be chained) in append mode. The grouping key is a *bucket* —
+``crc32(entity_id) % buckets`` — not the entity id, so the per-group cost of the pandas API (a DataFrame per
+group, one Python call) is paid per bucket rather than per card; each group keeps a ``MapState`` keyed by
+entity id (:class:`MapEntities`), so only the entities a batch touches are read and written.
+:class:`BlobEntities` (the whole bucket as one pickled value) was the first layout; docs/stream.md says why
+it lost.
 
 Inside a group, rows are processed in (time, kind) order — transactions at their event_time before labels
 at their reported_at — exactly like :func:`fraudwatch.features.replay`, through the same ``terminal_step``,
@@ -58,12 +58,42 @@ def _save(state: Any, entities: dict[str, bytes]) -> None:
     state.update((pickle.dumps(entities, protocol=pickle.HIGHEST_PROTOCOL),))
 
 
-def _state_rows(kind: int, column: str, touched: dict[str, Any], buckets: int) -> pd.DataFrame:
-    out = empty_rows(len(touched))
-    out["kind"] = [kind] * len(touched)
-    ids = list(touched)
+class BlobEntities:
+    """A bucket's entities as one pickled dict in a ValueState (read whole, rewritten whole)."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+        self._entities = _load(state)
+
+    def get(self, entity_id: str) -> bytes | None:
+        return self._entities.get(entity_id)
+
+    def put_all(self, items: dict[str, bytes]) -> None:
+        self._entities.update(items)
+        _save(self._state, self._entities)
+
+
+class MapEntities:
+    """A bucket's entities in a MapState keyed by entity id: only touched entities are read and written."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    def get(self, entity_id: str) -> bytes | None:
+        value = self._state.getValue((entity_id,))
+        return bytes(value[0]) if value is not None else None
+
+    def put_all(self, items: dict[str, bytes]) -> None:
+        for entity_id, raw in items.items():
+            self._state.updateValue((entity_id,), (raw,))
+
+
+def _state_rows(kind: int, column: str, encoded: dict[str, bytes], buckets: int) -> pd.DataFrame:
+    out = empty_rows(len(encoded))
+    out["kind"] = [kind] * len(encoded)
+    ids = list(encoded)
     out[column] = ids
-    out["state"] = [s.to_bytes() for s in touched.values()]
+    out["state"] = list(encoded.values())
     out["tb"] = out["cb"] = [bucket_of(i, buckets) for i in ids]
     return pd.DataFrame(out, columns=list(ROW_COLUMNS))
 
@@ -89,7 +119,7 @@ def terminal_operator(
     work = _sorted(pdf[(kinds == TRANSACTION) | (kinds == LABEL)])
     if not len(work):
         return
-    entities = _load(state)
+    entities = state if hasattr(state, "put_all") else BlobEntities(state)
     touched: dict[str, TerminalState] = {}
     feats: list[list[float] | None] = []
     for kind, t_us, tid, txid, fraud, event_us in zip(
@@ -113,13 +143,12 @@ def terminal_operator(
         else:
             apply_label(term, txid, int(event_us) / 1e6, True)
             feats.append(None)
-    for tid, term in touched.items():
-        entities[tid] = term.to_bytes()
-    _save(state, entities)
+    encoded = {tid: term.to_bytes() for tid, term in touched.items()}
+    entities.put_all(encoded)
     work = work.assign(tfeat=feats)
     yield work[work["kind"] == TRANSACTION]
     if touched:
-        yield _state_rows(TERMINAL_STATE, "terminal_id", touched, buckets)
+        yield _state_rows(TERMINAL_STATE, "terminal_id", encoded, buckets)
 
 
 def card_operator(
@@ -134,7 +163,7 @@ def card_operator(
     work = _sorted(pdf[is_tx])
     if not len(work):
         return
-    entities = _load(state)
+    entities = state if hasattr(state, "put_all") else BlobEntities(state)
     touched: dict[str, CardState] = {}
     feats: list[list[float]] = []
     for t_us, cid, tid, amount, country, channel in zip(
@@ -151,11 +180,10 @@ def card_operator(
             raw = entities.get(cid)
             card = touched[cid] = CardState.from_bytes(raw) if raw else CardState()
         feats.append(card_step(card, t_us / 1e6, float(amount), tid, _text(country), _text(channel)))
-    for cid, card in touched.items():
-        entities[cid] = card.to_bytes()
-    _save(state, entities)
+    encoded = {cid: card.to_bytes() for cid, card in touched.items()}
+    entities.put_all(encoded)
     yield work.assign(cfeat=feats)
-    yield _state_rows(CARD_STATE, "card_id", touched, buckets)
+    yield _state_rows(CARD_STATE, "card_id", encoded, buckets)
 
 
 def _processor_base() -> type:
@@ -172,7 +200,7 @@ class _BucketProcessor(_processor_base()):  # type: ignore[misc]
         self.state: Any = None
 
     def init(self, handle: Any) -> None:
-        self.state = handle.getValueState("entities", STATE_SCHEMA_DDL)
+        self.state = MapEntities(handle.getMapState("entities", "entity_id STRING", "state BINARY"))
 
     def close(self) -> None:
         return None
