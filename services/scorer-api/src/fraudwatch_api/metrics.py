@@ -84,6 +84,9 @@ class ApiMetrics:
         self.score_psi = Gauge(
             "fraudwatch_score_psi", "PSI of live scores vs the training reference.", ["component"], registry=r
         )
+        for backend in ("sqlite", "redis"):  # zero series, so dashboards show "no errors", not "no data"
+            for op in ("get", "get_many"):
+                self.store_errors.labels(backend=backend, op=op)
         # Pre-create the children the hot path uses (no label lookup per request).
         self._route_hist: dict[str, Histogram] = {}
         self.decision_counters = {

@@ -15,12 +15,15 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fraudwatch.config import Settings
+from fraudwatch.drift import LiveWindow, reference_psi
+from fraudwatch.model import Reference
 from fraudwatch.store import OnlineStore, open_store
 from fraudwatch_stream.metrics import StreamMetrics
 from fraudwatch_stream.records import (
@@ -39,6 +42,9 @@ __all__ = ["JobOptions", "StreamJob", "build_query_frame", "model_config"]
 
 log = logging.getLogger("fraudwatch_stream")
 OPERATORS = ("terminal", "card")
+DRIFT_WINDOW = 5000  # live rows compared with the training reference
+DRIFT_SECONDS = 30.0  # how often the PSI gauges are recomputed
+DRIFT_MIN_ROWS = 200
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,9 @@ class StreamJob:
         self.store: OnlineStore = open_store(settings, observer=self.metrics.store_observer)
         self.query: Any = None
         self._alias = model_config(settings).alias or ""
+        self.drift = LiveWindow(DRIFT_WINDOW)
+        self._references: dict[str, Reference | None] = {}
+        self._drift_at = 0.0
 
     # ------------------------------------------------------------------ sink
     def write_batch(self, batch_df: Any, batch_id: int) -> None:
@@ -231,6 +240,7 @@ class StreamJob:
                 m.event_to_scored.observe(float(value))
             last = scored.iloc[-1]
             m.set_model(str(last["model_name"]), str(last["model_version"]), self._alias)
+            self._update_drift(scored, str(last["model_name"]), str(last["model_version"]))
         print(
             json.dumps(
                 {
@@ -248,6 +258,49 @@ class StreamJob:
             file=sys.stderr,
             flush=True,
         )
+
+    # ------------------------------------------------------------------ drift
+    def _reference(self, name: str, version: str) -> Reference | None:
+        """The training reference of a model version (its fraud_model.json), cached per version."""
+        if version not in self._references:
+            import tempfile
+
+            import mlflow
+
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{name}/{version}",
+                        dst_path=tmp,
+                        tracking_uri=self.settings.mlflow_tracking_uri,
+                    )
+                    meta = next(Path(path).rglob("fraud_model.json"))
+                    data = json.loads(meta.read_text())
+                self._references[version] = Reference.from_dict(data.get("reference", {}))
+            except Exception as exc:  # drift is best effort: never fail a batch for it
+                print(
+                    json.dumps({"event": "drift_reference_unavailable", "error": str(exc)}), file=sys.stderr
+                )
+                self._references[version] = None
+        return self._references[version]
+
+    def _update_drift(self, scored: pd.DataFrame, name: str, version: str) -> None:
+        rows = np.array(
+            [np.concatenate((c, t)) for c, t in zip(scored["cfeat"], scored["tfeat"], strict=True)],
+            dtype=np.float64,
+        )
+        self.drift.add(rows, scored["score"].to_numpy(dtype=np.float64))
+        if time.monotonic() - self._drift_at < DRIFT_SECONDS or len(self.drift) < DRIFT_MIN_ROWS:
+            return
+        self._drift_at = time.monotonic()
+        reference = self._reference(name, version)
+        if reference is None:
+            return
+        score_psi, features = reference_psi(reference, *self.drift.snapshot())
+        if score_psi is not None:
+            self.metrics.score_psi.labels(component="stream").set(score_psi)
+        for feature, value in features.items():
+            self.metrics.feature_psi.labels(component="stream", feature=feature).set(value)
 
     # ------------------------------------------------------------------ run
     def start(self) -> Any:

@@ -69,6 +69,17 @@ class StreamMetrics:
         self.store_errors = Counter(
             "fraudwatch_store_errors", "Online store errors", ["backend", "op"], registry=r
         )
+        self.feature_psi = Gauge(
+            "fraudwatch_feature_psi",
+            "PSI of a feature: live window vs the training reference",
+            ["component", "feature"],
+            registry=r,
+        )
+        self.score_psi = Gauge(
+            "fraudwatch_score_psi", "PSI of live scores vs the training reference", ["component"], registry=r
+        )
+        for backend in ("sqlite", "redis"):  # zero series, so dashboards show "no errors", not "no data"
+            self.store_errors.labels(backend=backend, op="put")
         self._model: tuple[str, str, str] | None = None
         for output in ("scored", "alerts", "dlq"):
             self.rows.labels(output=output)
