@@ -136,7 +136,7 @@ def test_every_dashboard_query_returns_data(
     prom = f"http://localhost:{demo_env['FRAUDWATCH_PROMETHEUS_PORT']}"
     api = f"http://127.0.0.1:{demo_env['FRAUDWATCH_API_PORT']}"
     producer = subprocess.Popen(
-        [sys.executable, "-m", "fraudwatch_producer", "--rate", "100", "--duration", "240", "--label-delay-scale", "1",
+        [sys.executable, "-m", "fraudwatch_producer", "--rate", "100", "--duration", "1200", "--label-delay-scale", "1",
          "--progress", "off"],
         cwd=ROOT, env=demo_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -194,6 +194,12 @@ async def run(
 ) -> RunSummary:
     """Produce from ``source`` until the duration, the event budget, the source's end or ``stop``."""
     metrics = metrics or ProducerMetrics()
+    for topic in (
+        opts.topic_transactions,
+        opts.topic_labels,
+    ):  # zero series: "no errors" rather than "no data"
+        metrics.sent.labels(topic=topic)
+        metrics.errors.labels(topic=topic)
     stop = stop or asyncio.Event()
     summary = RunSummary()
     summary.compression = best_compression() if opts.compression == "auto" else opts.compression
