@@ -35,7 +35,7 @@ from fraudwatch.features import replay
 from fraudwatch.model import FraudModel
 from fraudwatch_training.data import HANDBOOK_COLUMNS, from_mapping
 from fraudwatch_training.metrics import evaluate
-from fraudwatch_training.models import ModelSpec, fit_estimator
+from fraudwatch_training.models import ALL_KINDS, ModelSpec, fit_estimator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared/datasets/fraud_handbook_simulated/transactions_raw.parquet"
@@ -49,7 +49,7 @@ PUBLISHED = {
     "prequential": {"XGBoost": (0.869, 0.687, 0.303), "balanced bagging": (0.879, 0.680, 0.305)},
 }
 VARIANTS = {"1-week": 7, "4-week": 28}
-KINDS = ("logistic_regression", "hist_gradient_boosting")
+KINDS = ALL_KINDS  # logistic regression, HGB and the blend of both
 console = Console()
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from fraudwatch.config import get_settings
 from fraudwatch_training.data import PRESETS, load_history
-from fraudwatch_training.models import KINDS
+from fraudwatch_training.models import ALL_KINDS, KINDS
 from fraudwatch_training.pipeline import train_and_register
 from fraudwatch_training.split import SplitConfig
 from fraudwatch_training.thresholds import ThresholdPolicy
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--days", type=int, default=60, help="days to simulate when there is no data")
     tr.add_argument("--last-days", type=float, help="use only the last N days of the history")
     tr.add_argument("--experiment", default="fraudwatch")
-    tr.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {KINDS}")
+    tr.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {ALL_KINDS}")
     tr.add_argument("--validation-days", type=float, default=7.0)
     tr.add_argument("--test-days", type=float, default=7.0)
     tr.add_argument("--gap-days", type=float, default=7.0)

@@ -12,9 +12,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["KINDS", "ModelSpec", "fit_estimator", "make_estimator"]
+from fraudwatch.model import ProbabilityBlend
+
+__all__ = ["ALL_KINDS", "KINDS", "ModelSpec", "fit_estimator", "make_estimator"]
 
 KINDS = ("logistic_regression", "hist_gradient_boosting")
+#: every kind we can train; "blend" = 0.3 x logistic regression + 0.7 x four feature-subsampled HGBs
+ALL_KINDS = (*KINDS, "blend")
+BLEND_HGB = {"learning_rate": 0.03, "max_leaf_nodes": 15, "min_samples_leaf": 80, "max_features": 0.5}
+BLEND_MEMBERS = 4
+BLEND_LINEAR_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,22 @@ def make_estimator(spec: ModelSpec) -> Pipeline:
         return Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(**params))])
     if spec.kind == "hist_gradient_boosting":
         return Pipeline([("model", HistGradientBoostingClassifier(**{**HGB_DEFAULTS, **spec.params}))])
-    raise ValueError(f"unknown model kind {spec.kind!r}; known: {KINDS}")
+    raise ValueError(f"unknown model kind {spec.kind!r}; known: {ALL_KINDS}")
 
 
-def fit_estimator(spec: ModelSpec, X: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> Pipeline:
+def fit_estimator(spec: ModelSpec, X: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> Any:
+    if spec.kind == "blend":
+        linear = fit_estimator(ModelSpec("logistic_regression"), X, y)
+        boosted = [
+            fit_estimator(
+                ModelSpec("hist_gradient_boosting", {**BLEND_HGB, "random_state": seed}, spec.fraud_weight),
+                X,
+                y,
+            )
+            for seed in range(BLEND_MEMBERS)
+        ]
+        share = (1.0 - BLEND_LINEAR_WEIGHT) / BLEND_MEMBERS
+        return ProbabilityBlend([linear, *boosted], [BLEND_LINEAR_WEIGHT] + [share] * BLEND_MEMBERS)
     est = make_estimator(spec)
     if spec.kind == "hist_gradient_boosting":
         weight = np.where(y == 1, spec.fraud_weight, 1.0)
