@@ -36,6 +36,11 @@ class LiveWindow:
     def __len__(self) -> int:
         return len(self._scores)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self._scores.clear()
+
     def snapshot(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         with self._lock:
             if not self._scores:

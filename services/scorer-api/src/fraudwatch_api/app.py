@@ -23,12 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter, ValidationError
 
 from fraudwatch.config import Settings, get_settings
+from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.errors import FeatureStateError, StoreError, StoreUnavailable
 from fraudwatch.events import Transaction, schema_errors
-from fraudwatch.features import FEATURE_NAMES
 from fraudwatch.store import open_store
 from fraudwatch_api.deps import AppContext, Authorized, Context, CurrentModel, ModelNotReady
-from fraudwatch_api.drift import DriftWindow, psi
 from fraudwatch_api.metrics import COMPONENT, ApiMetrics
 from fraudwatch_api.middleware import RequestMiddleware
 from fraudwatch_api.schemas import (
@@ -87,17 +86,15 @@ def update_drift(ctx: AppContext) -> dict[str, float]:
     window = ctx.scorer.drift
     if model is None or len(window) < DRIFT_MIN_ROWS:
         return {}
-    rows, scores = window.snapshot()
-    out: dict[str, float] = {}
-    if model.score_reference is not None:
-        value = psi(model.score_reference, scores)
-        ctx.metrics.score_psi.labels(component=COMPONENT).set(value)
-        out["score"] = value
-    for name, ref in model.feature_reference.items():
-        if name in FEATURE_NAMES:
-            value = psi(ref, rows[:, FEATURE_NAMES.index(name)])
-            ctx.metrics.feature_psi.labels(component=COMPONENT, feature=name).set(value)
-            out[name] = value
+    if model.reference is None:
+        return {}
+    score_psi, out = reference_psi(model.reference, *window.snapshot())
+    if score_psi is not None:
+        ctx.metrics.score_psi.labels(component=COMPONENT).set(score_psi)
+    for name, value in out.items():
+        ctx.metrics.feature_psi.labels(component=COMPONENT, feature=name).set(value)
+    if score_psi is not None:
+        out = {"score": score_psi, **out}
     return out
 
 
@@ -139,7 +136,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings, observer=metrics.observe_store, readonly=True)
         holder = ModelHolder()
-        drift = DriftWindow()
+        drift = LiveWindow()
         # A new model has a new reference: the window restarts so PSI compares like with like.
         reloader = ModelReloader(settings, holder, metrics, loader=loader, on_swap=lambda _m: drift.clear())
         ctx = AppContext(settings, metrics, holder, reloader, store, Scorer(store, metrics, drift))

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from fraudwatch.drift import LiveWindow
 from fraudwatch.events import Transaction
 from fraudwatch.features import FEATURE_NAMES, datetime_seconds, feature_vector
 from fraudwatch.store import EntityStates, OnlineStore
-from fraudwatch_api.drift import DriftWindow
 from fraudwatch_api.metrics import ApiMetrics
 from fraudwatch_api.serving import ServingModel
 
@@ -51,7 +51,7 @@ class Scorer:
 
     store: OnlineStore
     metrics: ApiMetrics
-    drift: DriftWindow
+    drift: LiveWindow
 
     def score(
         self,

@@ -20,7 +20,7 @@ import numpy as np
 from fraudwatch.config import Settings
 from fraudwatch.errors import ModelError
 from fraudwatch.features import FEATURE_NAMES
-from fraudwatch_api.drift import Reference
+from fraudwatch.model import Reference
 from fraudwatch_api.metrics import ApiMetrics
 
 __all__ = ["ModelHolder", "ModelReloader", "ServingModel", "load_serving_model"]
@@ -42,8 +42,7 @@ class ServingModel:
     decline_threshold: float
     # Columns of the API's FEATURE_NAMES row that the model takes, in the model's order (None: identical).
     columns: np.ndarray | None = None
-    feature_reference: dict[str, Reference] = field(default_factory=dict)
-    score_reference: Reference | None = None
+    reference: Reference | None = None
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -67,30 +66,10 @@ class ServingModel:
         return list(self.model.explain(x.tolist(), k=k, country=country))
 
 
-def _hist(value: Any) -> Reference | None:
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return Reference.from_mapping(value)
-    return Reference.from_mapping({"edges": list(value.edges), "shares": list(value.shares)})
-
-
-def _references(model: Any) -> tuple[dict[str, Reference], Reference | None]:
-    """The training histograms the model carries (fraudwatch.model.Reference), for the drift gauges."""
+def _reference(model: Any) -> Reference | None:
+    """The training reference the model carries (histograms of the score and key features), for drift."""
     ref = getattr(model, "reference", None)
-    if ref is None:
-        return {}, None
-    try:
-        features = {
-            name: h
-            for name, raw in (getattr(ref, "feature_histograms", None) or {}).items()
-            if (h := _hist(raw))
-        }
-        score = _hist(getattr(ref, "score_histogram", None))
-    except (KeyError, TypeError, ValueError) as exc:
-        log.warning("model reference histograms unusable, drift gauges disabled: %s", exc)
-        return {}, None
-    return features, score
+    return ref if isinstance(ref, Reference) else None
 
 
 def build_serving_model(model: Any, name: str, version: str, alias: str | None, uri: str) -> ServingModel:
@@ -107,7 +86,6 @@ def build_serving_model(model: Any, name: str, version: str, alias: str | None, 
         review, decline = float(thresholds.review), float(thresholds.decline)  # type: ignore[union-attr]
     except (AttributeError, TypeError, ValueError) as exc:
         raise ModelError(f"model {uri} has no review/decline thresholds: {thresholds!r}") from exc
-    feature_ref, score_ref = _references(model)
     return ServingModel(
         name=name,
         version=str(version),
@@ -118,8 +96,7 @@ def build_serving_model(model: Any, name: str, version: str, alias: str | None, 
         review_threshold=review,
         decline_threshold=decline,
         columns=columns,
-        feature_reference=feature_ref,
-        score_reference=score_ref,
+        reference=_reference(model),
     )
 
 
