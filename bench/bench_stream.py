@@ -188,9 +188,11 @@ def main() -> int:
     parser.add_argument("--step-seconds", type=float, default=30.0)
     parser.add_argument("--cards", type=int, default=50_000)
     parser.add_argument("--terminals", type=int, default=10_000)
-    parser.add_argument("--state-buckets", type=int, default=64)
+    parser.add_argument("--state-buckets", type=int, default=None, help="default: Settings")
     args = parser.parse_args()
     base = Settings()
+    if args.state_buckets is None:
+        args.state_buckets = base.stream_state_buckets
     run = uuid.uuid4().hex[:8]
     topics = {
         "topic_transactions": f"bench-{run}.transactions",

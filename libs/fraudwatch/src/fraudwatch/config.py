@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default=None, description="Defaults to <local_dir>/checkpoints."
     )
     stream_shuffle_partitions: int = Field(default=2, ge=1, description="spark.sql.shuffle.partitions.")
+    stream_state_buckets: int = Field(
+        default=16,
+        ge=1,
+        description="State groups (buckets of cards or terminals) per stateful stage of the stream job.",
+    )
     stream_max_offsets_per_trigger: int = Field(default=50_000, ge=1, description="Kafka records per batch.")
     max_record_bytes: int = Field(default=16_384, ge=256, description="Larger records go to the DLQ.")
 

@@ -17,7 +17,7 @@ from fraudwatch_stream.session import build_spark
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraudwatch_stream", description=__doc__)
     parser.add_argument(
-        "--state-buckets", type=int, default=JobOptions.state_buckets, help="state groups per operator"
+        "--state-buckets", type=int, default=None, help="state groups per stage (default: Settings)"
     )
     parser.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     args = parser.parse_args(argv)

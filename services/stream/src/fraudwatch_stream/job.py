@@ -8,7 +8,6 @@ transaction is visible in the table, the state that includes it is already in th
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -30,12 +29,14 @@ from fraudwatch_stream.records import (
     CARD_STATE,
     DEAD_LETTER,
     ROW_SCHEMA_DDL,
+    SCORE_SCHEMA_DDL,
     TERMINAL_STATE,
     TRANSACTION,
-    parse_records,
+    unpack_features,
+    unpack_states,
 )
-from fraudwatch_stream.scoring import SCORE_SCHEMA_DDL, ModelConfig, score_batches
-from fraudwatch_stream.sinks import ScoredTable, scored_table_path
+from fraudwatch_stream.scoring import ALERT_DECISIONS, ModelConfig, score_batches
+from fraudwatch_stream.sinks import KafkaOutput, ScoredTable, scored_table_path
 from fraudwatch_stream.stateful import CardProcessor, TerminalProcessor
 
 __all__ = ["JobOptions", "StreamJob", "build_query_frame", "model_config"]
@@ -49,10 +50,13 @@ DRIFT_MIN_ROWS = 200
 
 @dataclass(frozen=True)
 class JobOptions:
-    """Stream-only knobs that are not (yet) in Settings."""
+    """Per-run overrides of Settings."""
 
-    state_buckets: int = 64
+    state_buckets: int | None = None  # None: Settings.stream_state_buckets
     query_name: str = "fraudwatch-scorer"
+
+    def buckets(self, settings: Settings) -> int:
+        return self.state_buckets or settings.stream_state_buckets
 
 
 def model_config(settings: Settings) -> ModelConfig:
@@ -71,6 +75,7 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
+    buckets = options.buckets(settings)
     raw = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
@@ -79,22 +84,30 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         .option("maxOffsetsPerTrigger", settings.stream_max_offsets_per_trigger)
         .option("failOnDataLoss", "true")
         .load()
-        .select("value", "topic", "partition", "offset", "timestamp")
     )
-    parsed = raw.mapInPandas(
-        functools.partial(
-            parse_records,
-            topic_transactions=settings.topic_transactions,
-            max_record_bytes=settings.max_record_bytes,
-            buckets=options.state_buckets,
-        ),
+    # the terminal bucket is read from the raw JSON on the JVM side, so that validation can happen inside
+    # the terminal stage (one Python stage fewer); the stage re-checks it against the validated terminal_id
+    terminal_id = F.get_json_object(F.col("value").cast("string"), "$.terminal_id")
+    keyed = raw.select(
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        F.pmod(
+            F.crc32(F.coalesce(terminal_id, F.col("offset").cast("string")).cast("binary")), F.lit(buckets)
+        )
+        .cast("int")
+        .alias("tb"),
+    )
+    with_terminal = keyed.groupBy("tb").transformWithStateInPandas(
+        TerminalProcessor(buckets, settings.topic_transactions, settings.max_record_bytes),
         ROW_SCHEMA_DDL,
-    )
-    with_terminal = parsed.groupBy("tb").transformWithStateInPandas(
-        TerminalProcessor(options.state_buckets), ROW_SCHEMA_DDL, "Append", "None"
+        "Append",
+        "None",
     )
     with_card = with_terminal.groupBy("cb").transformWithStateInPandas(
-        CardProcessor(options.state_buckets), ROW_SCHEMA_DDL, "Append", "None"
+        CardProcessor(buckets), ROW_SCHEMA_DDL, "Append", "None"
     )
     config = model_config(settings)
 
@@ -115,6 +128,7 @@ class StreamJob:
         self.options = options or JobOptions()
         self.metrics = StreamMetrics()
         self.table = ScoredTable(scored_table_path(settings))
+        self.output = KafkaOutput(settings)
         self.store: OnlineStore = open_store(settings, observer=self.metrics.store_observer)
         self.query: Any = None
         self._alias = model_config(settings).alias or ""
@@ -124,101 +138,86 @@ class StreamJob:
 
     # ------------------------------------------------------------------ sink
     def write_batch(self, batch_df: Any, batch_id: int) -> None:
-        from pyspark.sql import functions as F
-
         started = time.monotonic()
-        batch_df.persist()
-        try:
-            pdf = batch_df.select(
-                "kind",
-                "transaction_id",
-                "card_id",
-                "terminal_id",
-                "t_us",
-                "score",
-                "decision",
-                "model_name",
-                "model_version",
-                "value",
-                "cfeat",
-                "tfeat",
-                "state",
-                "reason",
-            ).toPandas()
-            timings = {"compute_and_collect": time.monotonic() - started}
-            cards = pdf[pdf["kind"] == CARD_STATE]
-            terminals = pdf[pdf["kind"] == TERMINAL_STATE]
-            if len(cards) or len(terminals):
-                self.store.put(
-                    dict(zip(cards["card_id"].tolist(), map(bytes, cards["state"].tolist()), strict=True)),
-                    dict(
-                        zip(
-                            terminals["terminal_id"].tolist(),
-                            map(bytes, terminals["state"].tolist()),
-                            strict=True,
-                        )
-                    ),
+        pdf = batch_df.select(
+            "kind",
+            "transaction_id",
+            "card_id",
+            "terminal_id",
+            "t_us",
+            "score",
+            "decision",
+            "model_name",
+            "model_version",
+            "value",
+            "cfeat",
+            "tfeat",
+            "state",
+            "reason",
+            "payload",
+        ).toPandas()
+        timings = {"compute_and_collect": time.monotonic() - started}
+        cards: dict[str, bytes] = {}
+        terminals: dict[str, bytes] = {}
+        kinds = pdf["kind"].to_numpy()
+        for kind, packed in zip(kinds.tolist(), pdf["state"].tolist(), strict=True):
+            if kind == CARD_STATE:
+                cards.update(unpack_states(bytes(packed)))
+            elif kind == TERMINAL_STATE:
+                terminals.update(unpack_states(bytes(packed)))
+        if cards or terminals:
+            self.store.put(cards, terminals)
+        timings["store"] = time.monotonic() - started - sum(timings.values())
+        scored = pdf[kinds == TRANSACTION]
+        now = time.time()
+        matrix = np.hstack((unpack_features(scored["cfeat"]), unpack_features(scored["tfeat"])))
+        if len(scored):
+            features = matrix.tolist()
+            self.table.upsert(
+                zip(
+                    scored["transaction_id"].tolist(),
+                    scored["card_id"].tolist(),
+                    scored["terminal_id"].tolist(),
+                    scored["t_us"].astype("int64").tolist(),
+                    scored["score"].tolist(),
+                    scored["decision"].tolist(),
+                    scored["model_name"].tolist(),
+                    scored["model_version"].tolist(),
+                    features,
+                    scored["value"].tolist(),
+                    [batch_id] * len(scored),
+                    [now] * len(scored),
+                    strict=True,
                 )
-            timings["store"] = time.monotonic() - started - sum(timings.values())
-            scored = pdf[pdf["kind"] == TRANSACTION]
-            now = time.time()
-            if len(scored):
-                features = [
-                    np.concatenate((c, t)).tolist()
-                    for c, t in zip(scored["cfeat"].tolist(), scored["tfeat"].tolist(), strict=True)
-                ]
-                self.table.upsert(
-                    zip(
-                        scored["transaction_id"].tolist(),
-                        scored["card_id"].tolist(),
-                        scored["terminal_id"].tolist(),
-                        scored["t_us"].astype("int64").tolist(),
-                        scored["score"].tolist(),
-                        scored["decision"].tolist(),
-                        scored["model_name"].tolist(),
-                        scored["model_version"].tolist(),
-                        features,
-                        scored["value"].tolist(),
-                        [batch_id] * len(scored),
-                        [now] * len(scored),
-                        strict=True,
-                    )
-                )
-            timings["table"] = time.monotonic() - started - sum(timings.values())
-            is_alert = F.col("decision").isin("review", "decline")
-            out = batch_df.where(F.col("kind").isin(TRANSACTION, DEAD_LETTER)).select(
-                F.when(F.col("kind") == TRANSACTION, F.col("card_id")).alias("key"),
-                F.when(F.col("kind") == TRANSACTION, F.col("value"))
-                .otherwise(F.col("payload"))
-                .alias("value"),
-                F.explode(
-                    F.when(F.col("kind") == DEAD_LETTER, F.array(F.lit(self.settings.topic_dlq)))
-                    .when(
-                        is_alert,
-                        F.array(F.lit(self.settings.topic_scored), F.lit(self.settings.topic_alerts)),
-                    )
-                    .otherwise(F.array(F.lit(self.settings.topic_scored)))
-                ).alias("topic"),
             )
-            n_dlq = int((pdf["kind"] == DEAD_LETTER).sum())
-            if len(scored) or n_dlq:
-                (
-                    out.write.format("kafka")
-                    .option("kafka.bootstrap.servers", self.settings.kafka_bootstrap)
-                    .option("kafka.linger.ms", "5")
-                    .option("kafka.compression.type", "lz4")
-                    .save()
-                )
-            timings["kafka"] = time.monotonic() - started - sum(timings.values())
-        finally:
-            batch_df.unpersist()
-        self._count(pdf, scored, n_dlq, batch_id, time.monotonic() - started, timings)
+        timings["table"] = time.monotonic() - started - sum(timings.values())
+        dead = pdf[kinds == DEAD_LETTER]
+        n_dlq = len(dead)
+        self.output.publish(
+            scored["card_id"].tolist(),
+            scored["value"].tolist(),
+            scored["decision"].isin(ALERT_DECISIONS).tolist(),
+            dead["payload"].tolist(),
+        )
+        timings["kafka"] = time.monotonic() - started - sum(timings.values())
+        self._count(
+            pdf,
+            scored,
+            matrix,
+            n_dlq,
+            len(cards) + len(terminals),
+            batch_id,
+            time.monotonic() - started,
+            timings,
+        )
 
     def _count(
         self,
         pdf: pd.DataFrame,
         scored: pd.DataFrame,
+        matrix: np.ndarray,
         n_dlq: int,
+        n_states: int,
         batch_id: int,
         seconds: float,
         timings: dict[str, float],
@@ -240,7 +239,7 @@ class StreamJob:
                 m.event_to_scored.observe(float(value))
             last = scored.iloc[-1]
             m.set_model(str(last["model_name"]), str(last["model_version"]), self._alias)
-            self._update_drift(scored, str(last["model_name"]), str(last["model_version"]))
+            self._update_drift(scored, matrix, str(last["model_name"]), str(last["model_version"]))
         print(
             json.dumps(
                 {
@@ -249,7 +248,7 @@ class StreamJob:
                     "scored": len(scored),
                     "alerts": alerts,
                     "dead_letters": n_dlq,
-                    "state_rows_pushed": int(pdf["kind"].isin([CARD_STATE, TERMINAL_STATE]).sum()),
+                    "states_pushed": n_states,
                     "batch_seconds": round(seconds, 3),
                     "seconds": {k: round(v, 3) for k, v in timings.items()},
                     "decisions": {str(k): int(v) for k, v in decisions.items()},
@@ -284,12 +283,8 @@ class StreamJob:
                 self._references[version] = None
         return self._references[version]
 
-    def _update_drift(self, scored: pd.DataFrame, name: str, version: str) -> None:
-        rows = np.array(
-            [np.concatenate((c, t)) for c, t in zip(scored["cfeat"], scored["tfeat"], strict=True)],
-            dtype=np.float64,
-        )
-        self.drift.add(rows, scored["score"].to_numpy(dtype=np.float64))
+    def _update_drift(self, scored: pd.DataFrame, matrix: np.ndarray, name: str, version: str) -> None:
+        self.drift.add(matrix, scored["score"].to_numpy(dtype=np.float64))
         if time.monotonic() - self._drift_at < DRIFT_SECONDS or len(self.drift) < DRIFT_MIN_ROWS:
             return
         self._drift_at = time.monotonic()
@@ -352,3 +347,4 @@ class StreamJob:
             self.query.stop()
         self.store.close()
         self.table.close()
+        self.output.close()

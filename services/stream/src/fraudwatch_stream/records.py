@@ -12,11 +12,13 @@ entity-state rows can flow through the two stateful operators together (see :mod
 
 from __future__ import annotations
 
+import pickle
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -26,13 +28,21 @@ __all__ = [
     "CARD_STATE",
     "DEAD_LETTER",
     "LABEL",
+    "PARSED_COLUMNS",
     "ROW_COLUMNS",
     "ROW_SCHEMA_DDL",
+    "SCORE_SCHEMA_DDL",
     "TERMINAL_STATE",
     "TRANSACTION",
     "bucket_of",
+    "dead_letter_row",
     "empty_rows",
+    "pack_features",
+    "pack_states",
+    "parse_frame",
     "parse_records",
+    "unpack_features",
+    "unpack_states",
 ]
 
 TRANSACTION = 0
@@ -41,14 +51,19 @@ DEAD_LETTER = 2
 TERMINAL_STATE = 3
 CARD_STATE = 4
 
-#: the one row schema of every stage after parsing (Spark DDL); order = ROW_COLUMNS
+#: the one row schema between the stages (Spark DDL); order = ROW_COLUMNS. Feature blocks travel as
+#: packed float64 bytes (:func:`pack_features`: exact, and far cheaper through Arrow than arrays); a state
+#: row carries the pickled ``{entity_id: state bytes}`` of every entity one group changed (:func:`pack_states`)
 ROW_SCHEMA_DDL = (
     "kind INT, t_us BIGINT, transaction_id STRING, card_id STRING, terminal_id STRING, amount DOUBLE, "
-    "channel STRING, country STRING, is_fraud BOOLEAN, label_event_us BIGINT, payload STRING, "
-    "reason STRING, src_topic STRING, src_partition INT, src_offset BIGINT, kafka_ts_us BIGINT, "
-    "tb INT, cb INT, state BINARY, tfeat ARRAY<DOUBLE>, cfeat ARRAY<DOUBLE>"
+    "channel STRING, country STRING, payload STRING, reason STRING, src_partition INT, src_offset BIGINT, "
+    "cb INT, state BINARY, tfeat BINARY, cfeat BINARY"
 )
 ROW_COLUMNS: tuple[str, ...] = tuple(part.strip().split(" ")[0] for part in ROW_SCHEMA_DDL.split(", "))
+#: what parsing adds for the terminal stage only (labels, routing check)
+PARSED_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "is_fraud", "label_event_us", "tb")
+#: the scoring UDF's output (value: the ScoredTransaction JSON)
+SCORE_SCHEMA_DDL = "score DOUBLE, decision STRING, model_name STRING, model_version STRING, value STRING"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -74,8 +89,33 @@ def _reason(exc: ValidationError) -> str:
     return "invalid_value"
 
 
-def empty_rows(n: int) -> dict[str, list[Any]]:
-    return {c: [None] * n for c in ROW_COLUMNS}
+def empty_rows(n: int, columns: tuple[str, ...] = ROW_COLUMNS) -> dict[str, list[Any]]:
+    return {c: [None] * n for c in columns}
+
+
+def pack_features(rows: list[list[float]]) -> list[bytes]:
+    """Feature blocks -> one bytes value per row (little-endian float64, exact)."""
+    matrix = np.asarray(rows, dtype="<f8")
+    return [row.tobytes() for row in matrix]
+
+
+def unpack_features(values: Any, width: int | None = None) -> np.ndarray:
+    """Packed feature blocks (a sequence of bytes) -> an (n, width) float64 matrix."""
+    items = list(values)
+    flat = np.frombuffer(b"".join(items), dtype="<f8")
+    if width is None:
+        width = len(items[0]) // 8 if items else 0
+    return flat.reshape(len(items), width) if items else np.empty((0, width or 0))
+
+
+def pack_states(encoded: dict[str, bytes]) -> bytes:
+    """The changed entity states of one group, as one value (written and read only by this job)."""
+    return pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_states(value: bytes) -> dict[str, bytes]:
+    loaded: dict[str, bytes] = pickle.loads(value)  # noqa: S301 - bytes this job's stages wrote
+    return loaded
 
 
 def _validate(
@@ -96,6 +136,37 @@ def _validate(
         return None, _reason(exc), text
 
 
+def dead_letter_row(raw: Any, reason: str, error: str) -> dict[str, Any]:
+    """The dead-letter columns for one raw Kafka row (value, topic, partition, offset)."""
+    value = raw["value"]
+    return {
+        "kind": DEAD_LETTER,
+        "reason": reason,
+        "payload": dead_letter_for(
+            bytes(value) if value is not None else None,
+            error,
+            str(raw["topic"]),
+            int(raw["partition"]),
+            int(raw["offset"]),
+            failed_at=datetime.now(UTC),
+        ).model_dump_json(),
+    }
+
+
+def parse_frame(
+    pdf: pd.DataFrame, *, topic_transactions: str, max_record_bytes: int, buckets: int
+) -> pd.DataFrame:
+    """Kafka rows (value, topic, partition, offset) -> PARSED_COLUMNS rows (events or dead letters)."""
+    return next(
+        parse_records(
+            iter([pdf]),
+            topic_transactions=topic_transactions,
+            max_record_bytes=max_record_bytes,
+            buckets=buckets,
+        )
+    )
+
+
 def parse_records(
     batches: Iterator[pd.DataFrame],
     *,
@@ -103,10 +174,10 @@ def parse_records(
     max_record_bytes: int,
     buckets: int,
 ) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: Kafka rows (value, topic, partition, offset, timestamp) -> ROW_SCHEMA rows."""
+    """Kafka rows (value, topic, partition, offset) -> PARSED_COLUMNS rows, per batch."""
     for pdf in batches:
         n = len(pdf)
-        out = empty_rows(n)
+        out = empty_rows(n, PARSED_COLUMNS)
         kinds, t_us, txid, card, term = (
             out["kind"],
             out["t_us"],
@@ -114,13 +185,10 @@ def parse_records(
             out["card_id"],
             out["terminal_id"],
         )
-        ts = pd.to_datetime(pdf["timestamp"])
-        ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-        out["kafka_ts_us"] = ts.astype("datetime64[us, UTC]").astype("int64").tolist()
         topics = pdf["topic"].tolist()
         partitions = pdf["partition"].astype("int64").tolist()
         offsets = pdf["offset"].astype("int64").tolist()
-        out["src_topic"], out["src_partition"], out["src_offset"] = topics, partitions, offsets
+        out["src_partition"], out["src_offset"] = partitions, offsets
         now = datetime.now(UTC)
         for i, raw in enumerate(pdf["value"].tolist()):
             raw_bytes = bytes(raw) if raw is not None else None
@@ -150,4 +218,4 @@ def parse_records(
                     raw_bytes, error, topics[i], partitions[i], offsets[i], failed_at=now
                 ).model_dump_json()
                 out["tb"][i] = out["cb"][i] = offsets[i] % buckets
-        yield pd.DataFrame(out, columns=list(ROW_COLUMNS))
+        yield pd.DataFrame(out, columns=list(PARSED_COLUMNS))

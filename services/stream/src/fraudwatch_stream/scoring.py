@@ -21,12 +21,23 @@ import pandas as pd
 
 from fraudwatch.errors import ModelError
 from fraudwatch.features import FEATURE_NAMES
+from fraudwatch_stream.records import unpack_features
 
-__all__ = ["SCORE_SCHEMA_DDL", "LoadedModel", "ModelConfig", "current_model", "score_batches"]
+__all__ = [
+    "ALERT_DECISIONS",
+    "SCORE_COLUMNS",
+    "LoadedModel",
+    "ModelConfig",
+    "current_model",
+    "score_batches",
+    "score_transactions",
+]
 
 log = logging.getLogger("fraudwatch_stream.scoring")
 
-SCORE_SCHEMA_DDL = "score DOUBLE, decision STRING, model_name STRING, model_version STRING, value STRING"
+#: decisions published on fraud.alerts (and explained with reasons)
+ALERT_DECISIONS = frozenset({"review", "decline"})
+SCORE_COLUMNS = ("score", "decision", "model_name", "model_version", "value")
 REASONS_KEPT = 3
 
 
@@ -129,36 +140,52 @@ def _rfc3339_now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def score_transactions(work: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
+    """Transaction rows with ``cfeat`` and ``tfeat`` -> the same rows with score, decision, model and the
+    ScoredTransaction JSON in ``value`` (``payload`` is dropped: ``value`` supersedes it).
+
+    Reasons are computed for the transactions a human will look at (review and decline: the alerts); an
+    approved transaction carries an empty list. Explaining costs ~65 µs per row, scoring ~2 µs.
+    """
+    model = current_model(config)
+    matrix = np.hstack((unpack_features(work["cfeat"]), unpack_features(work["tfeat"])))
+    scores = model.score(matrix)
+    decisions = list(model.model.decide(scores))
+    scored_at = _rfc3339_now()
+    values = []
+    for j, (payload, decision) in enumerate(zip(work["payload"].tolist(), decisions, strict=True)):
+        record = orjson.loads(payload)
+        record.update(
+            score=float(scores[j]),
+            decision=decision,
+            model_name=model.name,
+            model_version=model.version,
+            reasons=model.explain(matrix[j], record.get("country")) if decision in ALERT_DECISIONS else [],
+            scored_at=scored_at,
+        )
+        values.append(orjson.dumps(record).decode())
+    return work.assign(
+        score=scores,
+        decision=decisions,
+        model_name=model.name,
+        model_version=model.version,
+        value=values,
+        payload=None,
+    )
+
+
 def score_batches(batches: Iterator[pd.DataFrame], config: ModelConfig) -> Iterator[pd.DataFrame]:
-    """Body of the pandas UDF: struct(kind, payload, cfeat, tfeat) -> struct(SCORE_SCHEMA)."""
+    """Body of the iterator-of-batches pandas UDF: struct(kind, payload, cfeat, tfeat) -> SCORE_COLUMNS.
+
+    Rows that are not transactions (dead letters, state rows) get nulls.
+    """
     for pdf in batches:
-        n = len(pdf)
-        out: dict[str, list[Any]] = {
-            c: [None] * n for c in ("score", "decision", "model_name", "model_version", "value")
-        }
-        rows = np.flatnonzero((pdf["kind"] == 0).to_numpy())
-        if len(rows):
-            model = current_model(config)
-            cfeat, tfeat = pdf["cfeat"].to_numpy(), pdf["tfeat"].to_numpy()
-            matrix = np.array([np.concatenate((cfeat[i], tfeat[i])) for i in rows], dtype=np.float64)
-            scores = model.score(matrix)
-            decisions = list(model.model.decide(scores))
-            payloads = pdf["payload"].to_numpy()
-            scored_at = _rfc3339_now()
-            for j, i in enumerate(rows.tolist()):
-                score = float(scores[j])
-                record = orjson.loads(payloads[i])
-                record.update(
-                    score=score,
-                    decision=decisions[j],
-                    model_name=model.name,
-                    model_version=model.version,
-                    reasons=model.explain(matrix[j], record.get("country")),
-                    scored_at=scored_at,
-                )
-                out["score"][i] = score
-                out["decision"][i] = decisions[j]
-                out["model_name"][i] = model.name
-                out["model_version"][i] = model.version
-                out["value"][i] = orjson.dumps(record).decode()
-        yield pd.DataFrame(out)
+        is_tx = (pdf["kind"] == 0).to_numpy()
+        out = pd.DataFrame({c: pd.Series([None] * len(pdf), dtype=object) for c in SCORE_COLUMNS})
+        if is_tx.any():
+            scored = score_transactions(pdf[is_tx], config)
+            rows = is_tx.nonzero()[0]
+            for c in SCORE_COLUMNS:
+                out.loc[rows, c] = scored[c].to_numpy()
+        out["score"] = out["score"].astype("float64")
+        yield out

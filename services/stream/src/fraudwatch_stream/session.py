@@ -30,6 +30,7 @@ CONNECTOR_JARS = (
     "commons-pool2-",
 )
 
+JVM_OPTIONS = "-XX:+UseParallelGC -XX:TieredStopAtLevel=1"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
 
@@ -90,7 +91,7 @@ def build_spark(
     extra_conf: Mapping[str, Any] | None = None,
     *,
     master: str = "local[2]",
-    driver_memory: str = "1g",
+    driver_memory: str = "2g",
 ) -> SparkSession:
     """A SparkSession for ``master`` with the Kafka connector, RocksDB state and no UI.
 
@@ -117,9 +118,18 @@ def build_spark(
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.local.dir": str(scratch / "tmp"),
         "spark.sql.warehouse.dir": str(scratch / "warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={scratch / 'derby'}",
+        # ParallelGC and C1-only JIT: Spark generates and loads new classes every micro-batch, and with
+        # G1 + C2 the collector and the optimising compiler took over half of the JVM's CPU (docs/stream.md)
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={scratch / 'derby'} "
+        + os.environ.get("FRAUDWATCH_SPARK_JAVA_OPTS", JVM_OPTIONS),
     }
     conf.update({k: str(v) for k, v in (extra_conf or {}).items()})
+    # FRAUDWATCH_SPARK_CONF="key=value;key=value": any further Spark setting (profiling, tuning)
+    for item in filter(None, os.environ.get("FRAUDWATCH_SPARK_CONF", "").split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"FRAUDWATCH_SPARK_CONF: {item!r} is not key=value")
+        conf[key.strip()] = value.strip()
     builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in conf.items():
         builder = builder.config(key, value)

@@ -17,7 +17,7 @@ import orjson
 
 from fraudwatch.config import Settings
 
-__all__ = ["ScoredTable", "scored_table_path"]
+__all__ = ["KafkaOutput", "ScoredTable", "scored_table_path"]
 
 _COLUMNS = (
     "transaction_id",
@@ -81,3 +81,61 @@ class ScoredTable:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class KafkaOutput:
+    """Publishes a batch to transactions.scored, fraud.alerts and transactions.dlq from the driver.
+
+    Idempotent producer, acks=all; :meth:`publish` returns only when every record is acknowledged and raises
+    if any was not, which fails the micro-batch (Spark then re-runs it: at-least-once on these topics).
+    """
+
+    def __init__(self, settings: Settings, flush_seconds: float = 60.0) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.flush_seconds = flush_seconds
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
+
+    def publish(
+        self, keys: list[str], scored: list[str], alerts: list[bool], dead_letters: list[str]
+    ) -> None:
+        """Scored records (key: card_id) to scored, alerts also to alerts; dead letters to the DLQ."""
+        errors: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(f"{msg.topic()}: {err}")
+
+        s = self.settings
+        for key, value, alert in zip(keys, scored, alerts, strict=True):
+            self._produce(s.topic_scored, key, value, delivered)
+            if alert:
+                self._produce(s.topic_alerts, key, value, delivered)
+        for value in dead_letters:
+            self._produce(s.topic_dlq, None, value, delivered)
+        left = self._producer.flush(self.flush_seconds)
+        if left or errors:
+            raise RuntimeError(
+                f"Kafka did not acknowledge {left + len(errors)} records of the batch: {errors[:3]}"
+            )
+
+    def _produce(self, topic: str, key: str | None, value: str, on_delivery: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def close(self) -> None:
+        self._producer.flush(self.flush_seconds)
