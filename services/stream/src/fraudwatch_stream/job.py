@@ -93,7 +93,6 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         "topic",
         "partition",
         "offset",
-        "timestamp",
         F.pmod(
             F.crc32(F.coalesce(terminal_id, F.col("offset").cast("string")).cast("binary")), F.lit(buckets)
         )
@@ -153,6 +152,8 @@ class StreamJob:
             "cfeat",
             "tfeat",
             "state",
+            "cb",
+            "entities",
             "reason",
             "payload",
         ).toPandas()
@@ -160,11 +161,18 @@ class StreamJob:
         cards: dict[str, bytes] = {}
         terminals: dict[str, bytes] = {}
         kinds = pdf["kind"].to_numpy()
-        for kind, packed in zip(kinds.tolist(), pdf["state"].tolist(), strict=True):
+        for kind, packed, bucket, entities in zip(
+            kinds.tolist(), pdf["state"].tolist(), pdf["cb"].tolist(), pdf["entities"].tolist(), strict=True
+        ):
             if kind == CARD_STATE:
                 cards.update(unpack_states(bytes(packed)))
             elif kind == TERMINAL_STATE:
                 terminals.update(unpack_states(bytes(packed)))
+            else:
+                continue
+            self.metrics.set_entities(
+                "card" if kind == CARD_STATE else "terminal", int(bucket), int(entities)
+            )
         if cards or terminals:
             self.store.put(cards, terminals)
         timings["store"] = time.monotonic() - started - sum(timings.values())

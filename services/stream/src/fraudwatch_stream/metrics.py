@@ -50,7 +50,10 @@ class StreamMetrics:
         )
         self.decisions = Counter("fraudwatch_stream_decisions", "Decisions", ["decision"], registry=r)
         self.state_rows = Gauge(
-            "fraudwatch_stream_state_rows", "State rows per operator", ["operator"], registry=r
+            "fraudwatch_stream_state_rows",
+            "Entities (cards or terminals) held in Spark state, per stateful operator",
+            ["operator"],
+            registry=r,
         )
         self.kafka_lag = Gauge(
             "fraudwatch_stream_kafka_lag", "Records behind the latest offset", ["topic"], registry=r
@@ -81,6 +84,7 @@ class StreamMetrics:
         for backend in ("sqlite", "redis"):  # zero series, so dashboards show "no errors", not "no data"
             self.store_errors.labels(backend=backend, op="put")
         self._model: tuple[str, str, str] | None = None
+        self._entities: dict[tuple[str, int], int] = {}
         for output in ("scored", "alerts", "dlq"):
             self.rows.labels(output=output)
         for decision in ("approve", "review", "decline"):
@@ -93,6 +97,13 @@ class StreamMetrics:
         self.store_duration.labels(backend=backend, op=op).observe(seconds)
         if failed:
             self.store_errors.labels(backend=backend, op=op).inc()
+
+    def set_entities(self, operator: str, bucket: int, entities: int) -> None:
+        """A state group reported how many entities its bucket holds (sent with its state row)."""
+        self._entities[(operator, bucket)] = entities
+        self.state_rows.labels(operator=operator).set(
+            sum(n for (op, _), n in self._entities.items() if op == operator)
+        )
 
     def set_model(self, name: str, version: str, alias: str) -> None:
         key = (name, version, alias)
@@ -109,9 +120,6 @@ class StreamMetrics:
         self.processed_rps.set(progress.processedRowsPerSecond or 0.0)
         duration_ms = (progress.durationMs or {}).get("triggerExecution", progress.batchDuration or 0)
         self.batch_duration.observe(duration_ms / 1000.0)
-        for i, op in enumerate(progress.stateOperators or []):
-            name = operator_names[i] if i < len(operator_names) else f"op{i}"
-            self.state_rows.labels(operator=name).set(op.numRowsTotal)
         lag: dict[str, int] = {}
         for source in progress.sources or []:
             lag.update(kafka_lag(source.endOffset, source.latestOffset))
@@ -124,7 +132,7 @@ class StreamMetrics:
             "input_rows_per_second": round(progress.inputRowsPerSecond or 0.0, 1),
             "processed_rows_per_second": round(progress.processedRowsPerSecond or 0.0, 1),
             "duration_ms": progress.durationMs,
-            "state_rows": {
+            "state_store_rows": {
                 (operator_names[i] if i < len(operator_names) else f"op{i}"): op.numRowsTotal
                 for i, op in enumerate(progress.stateOperators or [])
             },

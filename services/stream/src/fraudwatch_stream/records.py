@@ -54,10 +54,11 @@ CARD_STATE = 4
 #: the one row schema between the stages (Spark DDL); order = ROW_COLUMNS. Feature blocks travel as
 #: packed float64 bytes (:func:`pack_features`: exact, and far cheaper through Arrow than arrays); a state
 #: row carries the pickled ``{entity_id: state bytes}`` of every entity one group changed (:func:`pack_states`)
+#: and, in ``entities``, how many entities its bucket holds
 ROW_SCHEMA_DDL = (
     "kind INT, t_us BIGINT, transaction_id STRING, card_id STRING, terminal_id STRING, amount DOUBLE, "
     "channel STRING, country STRING, payload STRING, reason STRING, src_partition INT, src_offset BIGINT, "
-    "cb INT, state BINARY, tfeat BINARY, cfeat BINARY"
+    "cb INT, state BINARY, entities BIGINT, tfeat BINARY, cfeat BINARY"
 )
 ROW_COLUMNS: tuple[str, ...] = tuple(part.strip().split(" ")[0] for part in ROW_SCHEMA_DDL.split(", "))
 #: what parsing adds for the terminal stage only (labels, routing check)

@@ -158,13 +158,13 @@ class EntityLog:
         _CACHE[(self.stage, bucket)] = (token, entities)
 
 
-def _state_row(kind: int, encoded: dict[str, bytes], bucket: int) -> pd.DataFrame:
+def _state_row(kind: int, encoded: dict[str, bytes], bucket: int, entities: int) -> pd.DataFrame:
     """One row carrying every entity state a group changed (for the online store, written by the sink)."""
     out = empty_rows(1)
     out["kind"] = [kind]
     out["state"] = [pack_states(encoded)]
     out["cb"] = [bucket]
-    out["src_offset"] = [len(encoded)]
+    out["entities"] = [entities]
     return pd.DataFrame(out, columns=list(ROW_COLUMNS))
 
 
@@ -256,7 +256,7 @@ def terminal_stage(
         )
     marks.append(("emit", time.perf_counter()))
     if encoded:
-        yield _state_row(TERMINAL_STATE, encoded, bucket)
+        yield _state_row(TERMINAL_STATE, encoded, bucket, len(entities))
     marks.append(("emit_state", time.perf_counter()))
     _profile("terminal", bucket, len(raw), marks)
 
@@ -305,7 +305,7 @@ def card_stage(
     marks.append(("commit", time.perf_counter()))
     yield work.assign(cfeat=pack_features(feats))
     marks.append(("emit", time.perf_counter()))
-    yield _state_row(CARD_STATE, encoded, bucket)
+    yield _state_row(CARD_STATE, encoded, bucket, len(entities))
     marks.append(("emit_state", time.perf_counter()))
     _profile("card", bucket, len(pdf), marks)
 
