@@ -48,7 +48,7 @@ class _List:
     def put(self, items: list[tuple[Any, ...]]) -> None:
         self.items = list(items)
 
-    def appendList(self, items: list[tuple[Any, ...]]) -> None:  # noqa: N802 - Spark's name
+    def appendList(self, items: list[tuple[Any, ...]]) -> None:
         self.items.extend(items)
 
 
@@ -59,11 +59,11 @@ class _Handle:
         self.meta = _Value()
         self.log = _List()
 
-    def getValueState(self, name: str, schema: str) -> _Value:  # noqa: N802
+    def getValueState(self, name: str, schema: str) -> _Value:
         assert name == "meta"
         return self.meta
 
-    def getListState(self, name: str, schema: str) -> _List:  # noqa: N802
+    def getListState(self, name: str, schema: str) -> _List:
         assert name == "log"
         return self.log
 
