@@ -184,7 +184,7 @@ def _write_doc(result: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rates", default="2000,5000,10000,15000,20000")
+    parser.add_argument("--rates", default="1000,2000,3000,5000,10000,15000")
     parser.add_argument("--step-seconds", type=float, default=30.0)
     parser.add_argument("--cards", type=int, default=50_000)
     parser.add_argument("--terminals", type=int, default=10_000)
