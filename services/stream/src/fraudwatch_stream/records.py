@@ -1,8 +1,8 @@
-"""The stateless part of the job: Kafka records -> validated event rows or dead letters.
+"""Record-level logic of the job: Kafka records -> validated event rows or dead letters; the row schema.
 
 Every record of ``transactions`` and ``labels`` is validated with the pydantic models of
-:mod:`fraudwatch.events` (the single source of the schemas) inside a ``mapInPandas`` stage. A record that
-is not JSON, misses a field, has a bad value or is larger than ``Settings.max_record_bytes`` becomes a
+:mod:`fraudwatch.events` (the single source of the schemas) inside the terminal stage (:mod:`.stateful`).
+A record that is not JSON, misses a field, has a bad value or is larger than ``Settings.max_record_bytes`` becomes a
 ``kind = DEAD_LETTER`` row carrying the :class:`~fraudwatch.events.DeadLetter` JSON: the query never fails
 on bad data and never drops a record silently.
 
