@@ -56,18 +56,20 @@ def register_model(tracking_uri: str, seed: int, review: float, decline: float) 
     from mlflow import MlflowClient
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from fraudwatch.model import FraudModel, Thresholds, log_model
+    from fraudwatch.model import FraudModel, Thresholds, compute_reference, log_model
     from fraudwatch.simulator import simulate
 
     history = simulate(7, 400, 150, seed=seed)
     features = replay(history.transactions, history.labels).features
     estimator = HistGradientBoostingClassifier(max_iter=20, random_state=seed)
     estimator.fit(features.to_numpy(), history.transactions["is_fraud"].to_numpy())
+    # the training reference, as `make train` logs it (reasons and drift read it)
+    reference = compute_reference(features.to_numpy(), estimator.predict_proba(features.to_numpy())[:, 1])
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri, tracking_uri)
     with mlflow.start_run():
-        version = log_model(FraudModel(estimator, Thresholds(review, decline)), client=client)
+        version = log_model(FraudModel(estimator, Thresholds(review, decline), reference), client=client)
     assert version is not None
     return str(version.version)
 
@@ -399,3 +401,31 @@ def test_model_alias_moved_while_running(
 
     wait_for(scored_by_v2, 120, "a transaction scored by the new production version", interval=1.0)
     assert wait_for(lambda: f'version="{v2}"' in _metrics(stream), 30, "model_info of the new version")
+
+
+def test_drift_reference_comes_from_the_configured_registry(
+    model_versions: tuple[str, str], mlflow_tracking_uri: str, tmp_path: Path
+) -> None:
+    """The stream's drift reference is read from the MLflow server the job is configured with.
+
+    A fresh interpreter in an empty directory: MLflow's process-wide registry default (a SQLite file in the
+    working directory) must neither be used nor created.
+    """
+    code = (
+        "import sys; from fraudwatch.model import registered_reference; "
+        "ref = registered_reference(sys.argv[1], sys.argv[2], sys.argv[3]); "
+        "print(len(ref.feature_histograms), int(ref.score_histogram is not None))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, mlflow_tracking_uri, MODEL, model_versions[0]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    n_features, has_score = (int(x) for x in done.stdout.split())
+    assert n_features > 0 and has_score == 1
+    assert not (tmp_path / "mlflow.db").exists()

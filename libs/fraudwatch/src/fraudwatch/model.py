@@ -58,6 +58,7 @@ __all__ = [
     "model_signature",
     "population_stability_index",
     "promote_if_better",
+    "registered_reference",
     "resolve_alias",
     "set_alias",
 ]
@@ -84,6 +85,7 @@ DRIFT_FEATURES: tuple[str, ...] = (
 )
 _ESTIMATOR_ARTIFACT = "estimator"
 _METADATA_ARTIFACT = "metadata"
+_METADATA_FILE = "fraud_model.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +379,7 @@ class FraudModel(PythonModel):  # type: ignore[misc]
         if self.estimator is None:
             raise ModelError("no estimator to save")
         est_path = directory / "estimator.skops"
-        meta_path = directory / "fraud_model.json"
+        meta_path = directory / _METADATA_FILE
         sio.dump(self.estimator, est_path)
         meta_path.write_text(json.dumps(self.to_metadata(), indent=1, default=str), encoding="utf-8")
         return {_ESTIMATOR_ARTIFACT: str(est_path), _METADATA_ARTIFACT: str(meta_path)}
@@ -550,6 +552,27 @@ class LoadedModel:
     name: str | None
     version: str | None
     run_id: str | None
+
+
+def registered_reference(tracking_uri: str, name: str, version: str) -> Reference:
+    """The training reference of a registered model version, read from its metadata file (no estimator load).
+
+    Both the tracking and the registry URI are given explicitly: MLflow's registry default is a SQLite file
+    in the working directory, which would not know the model (and would be created as a side effect).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    source = client.get_model_version_download_uri(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        meta = next(Path(path).rglob(_METADATA_FILE), None)
+        if meta is None:
+            raise ModelError(f"models:/{name}/{version} has no {_METADATA_FILE}: not a fraudwatch FraudModel")
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    return Reference.from_dict(data.get("reference", {}))
 
 
 def load_model(uri: str, client: MlflowClient | None = None) -> LoadedModel:

@@ -28,7 +28,7 @@ from fraudwatch.errors import FeatureStateError, StoreError, StoreUnavailable
 from fraudwatch.events import Transaction, schema_errors
 from fraudwatch.store import open_store
 from fraudwatch_api.deps import AppContext, Authorized, Context, CurrentModel, ModelNotReady
-from fraudwatch_api.metrics import COMPONENT, ApiMetrics
+from fraudwatch_api.metrics import ApiMetrics
 from fraudwatch_api.middleware import RequestMiddleware
 from fraudwatch_api.schemas import (
     BatchScoreResponse,
@@ -89,10 +89,7 @@ def update_drift(ctx: AppContext) -> dict[str, float]:
     if model.reference is None:
         return {}
     score_psi, out = reference_psi(model.reference, *window.snapshot())
-    if score_psi is not None:
-        ctx.metrics.score_psi.labels(component=COMPONENT).set(score_psi)
-    for name, value in out.items():
-        ctx.metrics.feature_psi.labels(component=COMPONENT, feature=name).set(value)
+    ctx.metrics.set_psi(score_psi, out)
     if score_psi is not None:
         out = {"score": score_psi, **out}
     return out

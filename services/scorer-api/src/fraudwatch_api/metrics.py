@@ -6,16 +6,15 @@ numbers on /metrics; Prometheus sums them over the pods/workers it scrapes.
 
 from __future__ import annotations
 
-import contextlib
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from fraudwatch.metrics import SharedMetrics
 
 __all__ = ["ApiMetrics"]
 
 COMPONENT = "api"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
-STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 AGE_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 
 
@@ -59,34 +58,11 @@ class ApiMetrics:
             buckets=AGE_BUCKETS,
             registry=r,
         )
-        self.store_duration = Histogram(
-            "fraudwatch_store_duration_seconds",
-            "Online store operation latency.",
-            ["backend", "op"],
-            buckets=STORE_BUCKETS,
-            registry=r,
-        )
-        self.store_errors = Counter(
-            "fraudwatch_store_errors", "Online store operations that failed.", ["backend", "op"], registry=r
-        )
-        self.model_info = Gauge(
-            "fraudwatch_model_info",
-            "The model being served (=1).",
-            ["component", "name", "version", "alias"],
-            registry=r,
-        )
-        self.feature_psi = Gauge(
-            "fraudwatch_feature_psi",
-            "Population stability index of a feature: live window vs the training reference.",
-            ["component", "feature"],
-            registry=r,
-        )
-        self.score_psi = Gauge(
-            "fraudwatch_score_psi", "PSI of live scores vs the training reference.", ["component"], registry=r
-        )
-        for backend in ("sqlite", "redis"):  # zero series, so dashboards show "no errors", not "no data"
-            for op in ("get", "get_many"):
-                self.store_errors.labels(backend=backend, op=op)
+        # store, model and drift families: shared with the stream job (fraudwatch.metrics)
+        self.shared = SharedMetrics(r, COMPONENT, store_ops=("get", "get_many"))
+        self.observe_store = self.shared.observe_store
+        self.set_model = self.shared.set_model
+        self.set_psi = self.shared.set_psi
         # Pre-create the children the hot path uses (no label lookup per request).
         self._route_hist: dict[str, Histogram] = {}
         self.decision_counters = {
@@ -101,15 +77,3 @@ class ApiMetrics:
             hist = self._route_hist[route] = self.request_duration.labels(route=route)  # type: ignore[assignment]
         hist.observe(seconds)
         self.requests.labels(route=route, method=method, status=str(status)).inc()
-
-    def observe_store(self, backend: str, op: str, seconds: float, failed: bool) -> None:
-        """The online store's ``observer`` callback."""
-        self.store_duration.labels(backend=backend, op=op).observe(seconds)
-        if failed:
-            self.store_errors.labels(backend=backend, op=op).inc()
-
-    def set_model(self, name: str, version: str, alias: str, previous: tuple[str, str, str] | None) -> None:
-        if previous is not None:
-            with contextlib.suppress(KeyError):
-                self.model_info.remove(COMPONENT, *previous)
-        self.model_info.labels(component=COMPONENT, name=name, version=version, alias=alias).set(1)

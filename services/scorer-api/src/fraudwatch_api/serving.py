@@ -199,11 +199,9 @@ class ModelReloader:
         self._lock = asyncio.Lock()
 
     def _install(self, new: ServingModel) -> None:
-        old = self.holder.current
-        previous = (old.name, old.version, old.alias or "") if old else None
         self.holder.current = new  # the atomic swap: one reference assignment
         self.holder.last_error = None
-        self.metrics.set_model(new.name, new.version, new.alias or "", previous)
+        self.metrics.set_model(new.name, new.version, new.alias or "")
         if self.on_swap is not None:
             self.on_swap(new)
 

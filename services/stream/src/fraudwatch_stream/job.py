@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import pandas as pd
 
 from fraudwatch.config import Settings
 from fraudwatch.drift import LiveWindow, reference_psi
-from fraudwatch.model import Reference
+from fraudwatch.model import Reference, registered_reference
 from fraudwatch.store import OnlineStore, open_store
 from fraudwatch_stream.metrics import StreamMetrics
 from fraudwatch_stream.records import (
@@ -128,11 +127,11 @@ class StreamJob:
         self.metrics = StreamMetrics()
         self.table = ScoredTable(scored_table_path(settings))
         self.output = KafkaOutput(settings)
-        self.store: OnlineStore = open_store(settings, observer=self.metrics.store_observer)
+        self.store: OnlineStore = open_store(settings, observer=self.metrics.observe_store)
         self.query: Any = None
         self._alias = model_config(settings).alias or ""
         self.drift = LiveWindow(DRIFT_WINDOW)
-        self._references: dict[str, Reference | None] = {}
+        self._references: dict[tuple[str, str], Reference] = {}
         self._drift_at = 0.0
 
     # ------------------------------------------------------------------ sink
@@ -268,28 +267,17 @@ class StreamJob:
 
     # ------------------------------------------------------------------ drift
     def _reference(self, name: str, version: str) -> Reference | None:
-        """The training reference of a model version (its fraud_model.json), cached per version."""
-        if version not in self._references:
-            import tempfile
-
-            import mlflow
-
+        """The training reference of a model version, cached per version (a failure is retried later)."""
+        key = (name, version)
+        if key not in self._references:
             try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = mlflow.artifacts.download_artifacts(
-                        artifact_uri=f"models:/{name}/{version}",
-                        dst_path=tmp,
-                        tracking_uri=self.settings.mlflow_tracking_uri,
-                    )
-                    meta = next(Path(path).rglob("fraud_model.json"))
-                    data = json.loads(meta.read_text())
-                self._references[version] = Reference.from_dict(data.get("reference", {}))
+                self._references[key] = registered_reference(self.settings.mlflow_tracking_uri, name, version)
             except Exception as exc:  # drift is best effort: never fail a batch for it
                 print(
                     json.dumps({"event": "drift_reference_unavailable", "error": str(exc)}), file=sys.stderr
                 )
-                self._references[version] = None
-        return self._references[version]
+                return None
+        return self._references[key]
 
     def _update_drift(self, scored: pd.DataFrame, matrix: np.ndarray, name: str, version: str) -> None:
         self.drift.add(matrix, scored["score"].to_numpy(dtype=np.float64))
@@ -299,11 +287,7 @@ class StreamJob:
         reference = self._reference(name, version)
         if reference is None:
             return
-        score_psi, features = reference_psi(reference, *self.drift.snapshot())
-        if score_psi is not None:
-            self.metrics.score_psi.labels(component="stream").set(score_psi)
-        for feature, value in features.items():
-            self.metrics.feature_psi.labels(component="stream", feature=feature).set(value)
+        self.metrics.set_psi(*reference_psi(reference, *self.drift.snapshot()))
 
     # ------------------------------------------------------------------ run
     def start(self) -> Any:

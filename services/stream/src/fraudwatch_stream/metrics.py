@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from fraudwatch.metrics import SharedMetrics
+
 __all__ = ["StreamMetrics", "kafka_lag"]
 
 log = logging.getLogger("fraudwatch_stream.metrics")
@@ -63,27 +65,11 @@ class StreamMetrics:
             "Unix time of the last completed batch",
             registry=r,
         )
-        self.model_info = Gauge(
-            "fraudwatch_model_info", "Model in use", ["component", "name", "version", "alias"], registry=r
-        )
-        self.store_duration = Histogram(
-            "fraudwatch_store_duration_seconds", "Online store operation time", ["backend", "op"], registry=r
-        )
-        self.store_errors = Counter(
-            "fraudwatch_store_errors", "Online store errors", ["backend", "op"], registry=r
-        )
-        self.feature_psi = Gauge(
-            "fraudwatch_feature_psi",
-            "PSI of a feature: live window vs the training reference",
-            ["component", "feature"],
-            registry=r,
-        )
-        self.score_psi = Gauge(
-            "fraudwatch_score_psi", "PSI of live scores vs the training reference", ["component"], registry=r
-        )
-        for backend in ("sqlite", "redis"):  # zero series, so dashboards show "no errors", not "no data"
-            self.store_errors.labels(backend=backend, op="put")
-        self._model: tuple[str, str, str] | None = None
+        # store, model and drift families: shared with the scorer API (fraudwatch.metrics)
+        self.shared = SharedMetrics(r, "stream", store_ops=("put",))
+        self.observe_store = self.shared.observe_store
+        self.set_model = self.shared.set_model
+        self.set_psi = self.shared.set_psi
         self._entities: dict[tuple[str, int], int] = {}
         for output in ("scored", "alerts", "dlq"):
             self.rows.labels(output=output)
@@ -93,26 +79,12 @@ class StreamMetrics:
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
 
-    def store_observer(self, backend: str, op: str, seconds: float, failed: bool) -> None:
-        self.store_duration.labels(backend=backend, op=op).observe(seconds)
-        if failed:
-            self.store_errors.labels(backend=backend, op=op).inc()
-
     def set_entities(self, operator: str, bucket: int, entities: int) -> None:
         """A state group reported how many entities its bucket holds (sent with its state row)."""
         self._entities[(operator, bucket)] = entities
         self.state_rows.labels(operator=operator).set(
             sum(n for (op, _), n in self._entities.items() if op == operator)
         )
-
-    def set_model(self, name: str, version: str, alias: str) -> None:
-        key = (name, version, alias)
-        if key == self._model:
-            return
-        if self._model is not None:
-            self.model_info.remove("stream", *self._model)
-        self.model_info.labels(component="stream", name=name, version=version, alias=alias).set(1)
-        self._model = key
 
     def on_progress(self, progress: Any, operator_names: tuple[str, ...]) -> dict[str, Any]:
         """Update the query-level metrics from a StreamingQueryProgress; returns its JSON log fields."""
