@@ -418,8 +418,32 @@ def test_bearer_token(settings_for: Callable[..., Settings]) -> None:
             assert c.get(path).status_code == 200
 
 
-def test_store_missing_gives_503_not_500(settings_for: Callable[..., Settings], tmp_path: Path) -> None:
-    with TestClient(create_app(settings_for(sqlite_path=tmp_path / "nowhere" / "online.sqlite"))) as c:
+def test_store_not_written_yet_is_an_empty_store(
+    settings_for: Callable[..., Settings], tmp_path: Path, world: World
+) -> None:
+    # `make serve` right after `make train`: the stream never ran, so the SQLite file does not exist
+    path = tmp_path / "not-yet" / "online.sqlite"
+    with TestClient(create_app(settings_for(sqlite_path=path))) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert "empty" in ready.json()["store"]
+        card = str(world.history.transactions["card_id"].iloc[-1])
+        r = c.post("/score", json=tx(card_id=card))
+        assert r.status_code == 200, r.text
+        assert r.json()["state_age_seconds"] == {"card": None, "terminal": None}
+        assert not path.exists(), "the API must not create the stream's store"
+        writer = SQLiteStore(path)  # the stream writes its first batch: the API reads it from then on
+        seed_store(writer, world)
+        writer.close()
+        r = c.post("/score", json=tx(card_id=card))
+        assert r.status_code == 200 and r.json()["state_age_seconds"]["card"] is not None
+        assert c.get("/readyz").json()["store"] == "sqlite: reachable"
+
+
+def test_store_unreadable_gives_503_not_500(settings_for: Callable[..., Settings], tmp_path: Path) -> None:
+    broken = tmp_path / "online.sqlite"
+    broken.mkdir()  # SQLite cannot open a directory: the store is there but unusable
+    with TestClient(create_app(settings_for(sqlite_path=broken))) as c:
         r = c.post("/score", json=tx())
         assert r.status_code == 503
         assert r.json()["detail"].startswith("online store unavailable")

@@ -48,8 +48,28 @@ def test_reader_sees_writer_updates(tmp_path: Path) -> None:
     assert reader.get("c1", "t1").card_updated_at == 2.0
 
 
-def test_missing_file_is_unavailable(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "missing.sqlite", readonly=True)
+def test_missing_file_is_an_empty_store_until_the_writer_creates_it(tmp_path: Path) -> None:
+    # the API opens the store read-only before the stream ever ran: every card and terminal is new
+    path = tmp_path / "missing.sqlite"
+    reader = SQLiteStore(path, readonly=True)
+    assert reader.ping() is True
+    assert not reader.exists
+    cold = reader.get("c1", "t1")
+    assert cold.card is None and cold.terminal is None and cold.card_updated_at is None
+    assert [s.card for s in reader.get_many([("c1", "t1"), ("c2", "t2")])] == [None, None]
+    assert not path.exists(), "a reader must not create the store file"
+    writer = SQLiteStore(path)
+    card, term = _states()
+    writer.put({"c1": card.to_bytes()}, {"t1": term.to_bytes()}, updated_at=5.0)
+    got = reader.get("c1", "t1")  # the same reader picks the file up once it exists
+    assert reader.exists and got.card == card and got.terminal == term and got.card_updated_at == 5.0
+    reader.close()
+    writer.close()
+
+
+def test_unopenable_path_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite").mkdir()  # exists, but SQLite cannot open a directory
+    store = SQLiteStore(tmp_path / "dir.sqlite", readonly=True)
     with pytest.raises(StoreUnavailable):
         store.get("c1", "t1")
     assert store.ping() is False

@@ -78,8 +78,23 @@ def _decode(
     )
 
 
+def _create_tables(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS card_state "
+        "(card_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS terminal_state "
+        "(terminal_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL)"
+    )
+
+
 class SQLiteStore:
-    """SQLite file store (WAL). Safe to share across threads: one connection per thread."""
+    """SQLite file store (WAL). Safe to share across threads: one connection per thread.
+
+    A read-only store whose file does not exist yet answers as an empty store (every entity new), so the
+    API is ready and scores before the stream has ever run; it opens the file once the stream created it.
+    """
 
     backend = "sqlite"
 
@@ -92,20 +107,16 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
             with conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS card_state "
-                    "(card_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL)"
-                )
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS terminal_state "
-                    "(terminal_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL)"
-                )
+                _create_tables(conn)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             if self._readonly and not self.path.exists():
-                raise StoreUnavailable(f"SQLite store {self.path} does not exist")
+                # the writer (the stream job) has not created the store yet: an empty store is a valid
+                # store (every card and terminal is new), so a reader answers from an empty schema and
+                # looks for the file again on its next call instead of failing until the stream has run
+                return self._empty()
             try:
                 conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -113,6 +124,19 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
             self._local.conn = conn
+        return conn
+
+    @property
+    def exists(self) -> bool:
+        """Whether the store file exists (a reader of a missing file answers as an empty store)."""
+        return self.path.exists()
+
+    def _empty(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "empty", None)
+        if conn is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            _create_tables(conn)
+            self._local.empty = conn
         return conn
 
     def _run(self, op: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -214,10 +238,11 @@ class SQLiteStore:
         return True
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        for name in ("conn", "empty"):
+            conn = getattr(self._local, name, None)
+            if conn is not None:
+                conn.close()
+                setattr(self._local, name, None)
 
 
 class RedisStore:

@@ -119,6 +119,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _store_state(store: Any, reachable: bool) -> str:
+    """How /readyz describes the store: a SQLite file the stream has not written yet is a valid, empty store."""
+    if not reachable:
+        return "unreachable"
+    if not getattr(store, "exists", True):
+        return "reachable, empty (no state written yet: every card and terminal is new)"
+    return "reachable"
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -287,7 +296,7 @@ def create_app(
         body = {
             "status": "not ready" if missing else "ready",
             "model": model.info if model else None,
-            "store": f"{ctx.store.backend}: {'reachable' if store_ok else 'unreachable'}",
+            "store": f"{ctx.store.backend}: {_store_state(ctx.store, store_ok)}",
             "missing": missing,
         }
         if model is None and ctx.holder.last_error:
