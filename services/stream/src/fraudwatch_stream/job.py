@@ -92,6 +92,7 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         "topic",
         "partition",
         "offset",
+        F.unix_micros("timestamp").alias("kafka_us"),  # produce time: the latency metric's start
         F.pmod(
             F.crc32(F.coalesce(terminal_id, F.col("offset").cast("string")).cast("binary")), F.lit(buckets)
         )
@@ -143,6 +144,7 @@ class StreamJob:
             "card_id",
             "terminal_id",
             "t_us",
+            "kafka_us",
             "score",
             "decision",
             "model_name",
@@ -241,9 +243,11 @@ class StreamJob:
             for reason, count in pdf.loc[pdf["kind"] == DEAD_LETTER, "reason"].value_counts().items():
                 m.dead_letters.labels(reason=str(reason)).inc(int(count))
         if len(scored):
-            lat = time.time() - scored["t_us"].to_numpy(dtype=np.float64) / 1e6
-            for value in lat:
-                m.event_to_scored.observe(float(value))
+            # real clock: input record's Kafka timestamp -> now (the scored records are acknowledged by
+            # Kafka); event_time is the source's clock (simulated, possibly far ahead) and is not used
+            lat = time.time() - scored["kafka_us"].to_numpy(dtype=np.float64) / 1e6
+            for value in lat[np.isfinite(lat)]:
+                m.produce_to_scored.observe(float(value))
             last = scored.iloc[-1]
             m.set_model(str(last["model_name"]), str(last["model_version"]), self._alias)
             self._update_drift(scored, matrix, str(last["model_name"]), str(last["model_version"]))

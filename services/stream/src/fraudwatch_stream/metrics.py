@@ -1,7 +1,7 @@
 """Prometheus metrics of the stream job (names: docs/metrics.md), served by the driver on :9108.
 
 Query-level numbers (rates, batch duration, state rows, Kafka lag) come from a StreamingQueryListener;
-per-row numbers (outputs, dead letters, decisions, event-to-scored latency) from the foreachBatch sink.
+per-row numbers (outputs, dead letters, decisions, produce-to-scored latency) from the foreachBatch sink.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class StreamMetrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
-        self.event_to_scored = Histogram(
-            "fraudwatch_stream_event_to_scored_seconds",
-            "Transaction event_time to scored (written) time",
+        self.produce_to_scored = Histogram(
+            "fraudwatch_stream_produce_to_scored_seconds",
+            "Kafka timestamp of the input transaction to its scored record written (wall clock)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

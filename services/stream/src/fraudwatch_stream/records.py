@@ -54,11 +54,12 @@ CARD_STATE = 4
 #: the one row schema between the stages (Spark DDL); order = ROW_COLUMNS. Feature blocks travel as
 #: packed float64 bytes (:func:`pack_features`: exact, and far cheaper through Arrow than arrays); a state
 #: row carries the pickled ``{entity_id: state bytes}`` of every entity one group changed (:func:`pack_states`)
-#: and, in ``entities``, how many entities its bucket holds
+#: and, in ``entities``, how many entities its bucket holds. ``kafka_us`` is the input record's Kafka
+#: timestamp (produce time): stream latency is measured from it on the real clock, never from event_time
 ROW_SCHEMA_DDL = (
     "kind INT, t_us BIGINT, transaction_id STRING, card_id STRING, terminal_id STRING, amount DOUBLE, "
     "channel STRING, country STRING, payload STRING, reason STRING, src_partition INT, src_offset BIGINT, "
-    "cb INT, state BINARY, entities BIGINT, tfeat BINARY, cfeat BINARY"
+    "cb INT, state BINARY, entities BIGINT, tfeat BINARY, cfeat BINARY, kafka_us BIGINT"
 )
 ROW_COLUMNS: tuple[str, ...] = tuple(part.strip().split(" ")[0] for part in ROW_SCHEMA_DDL.split(", "))
 #: what parsing adds for the terminal stage only (labels, routing check)
@@ -190,6 +191,8 @@ def parse_records(
         partitions = pdf["partition"].astype("int64").tolist()
         offsets = pdf["offset"].astype("int64").tolist()
         out["src_partition"], out["src_offset"] = partitions, offsets
+        if "kafka_us" in pdf.columns:  # the Kafka timestamp, carried through for the latency metric
+            out["kafka_us"] = pdf["kafka_us"].tolist()
         now = datetime.now(UTC)
         for i, raw in enumerate(pdf["value"].tolist()):
             raw_bytes = bytes(raw) if raw is not None else None
