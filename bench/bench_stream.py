@@ -5,7 +5,8 @@ environment names (the `production` model must exist), then for each input rate 
 that rate for a while (confluent-kafka, paced), consumes ``transactions.scored`` and measures:
 
 * processed_eps: scored records of the step / (last scored - first produced),
-* p50/p99 latency: Kafka timestamp of the scored record - Kafka timestamp of its input record,
+* p50/p99 latency: Kafka timestamp of the scored record - Kafka timestamp of its input record (both on
+  the wall clock; the transactions' event_time is never used, as it may run on a simulated clock),
 * RSS of the job (driver JVM + Python workers: the whole process tree).
 
 A step is sustained when every record of the step is scored within its duration + 10 s and p99 <= 5 s;
