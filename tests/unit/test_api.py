@@ -23,8 +23,6 @@ from fastapi.testclient import TestClient
 from fraudwatch.config import Settings
 from fraudwatch.features import (
     FEATURE_NAMES,
-    CardState,
-    TerminalState,
     datetime_seconds,
     feature_vector,
     replay,
@@ -46,8 +44,8 @@ class World:
     artifact_root: Path
     experiment_id: str
     history: Any
-    card_states: dict[str, CardState]
-    terminal_states: dict[str, TerminalState]
+    card_states: dict[str, bytes]
+    terminal_states: dict[str, bytes]
     X: np.ndarray
     y: np.ndarray
     versions: list[str]
@@ -125,8 +123,8 @@ def build_world(root: Path, tracking_uri: str | None = None, model_name: str = M
 
 def seed_store(store: Any, world: World) -> None:
     store.put(
-        {k: v.to_bytes() for k, v in world.card_states.items()},
-        {k: v.to_bytes() for k, v in world.terminal_states.items()},
+        world.card_states,
+        world.terminal_states,
     )
 
 

@@ -1,8 +1,11 @@
-"""The feature library against a slow reference, point-in-time properties, and bounded state."""
+"""The feature engine's contracts: point in time, state records, blocks vs whole histories, read-only rows,
+and the declarations (the docs' table is generated from them). Values against an independent oracle are in
+test_feature_oracle.py."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,179 +15,216 @@ from hypothesis import strategies as st
 
 from fraudwatch.errors import FeatureStateError
 from fraudwatch.features import (
+    CARD_DTYPE,
     FEATURE_NAMES,
-    CardState,
-    TerminalState,
+    TERMINAL_DTYPE,
+    Window,
+    card_features,
+    channel_codes,
+    check_record,
+    country_codes,
     datetime_seconds,
     epoch_seconds,
+    feature_table,
     feature_vector,
+    new_states,
+    online_features,
     replay,
+    spec,
+    states_from_bytes,
+    terminal_keys,
 )
-from fraudwatch.features.state import CARD_TERMINALS_KEPT
 
-from .feature_reference import Lab, Tx, reference_features
+from .test_feature_oracle import T0, bounded_histories
 
-T0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
-CARDS = ["c1", "c2", "c3"]
-TERMINALS = ["t1", "t2", "t3", "t4"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _frames(txs: list[Tx], labels: list[Lab]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    tx = pd.DataFrame(
+def _tx(rows: list[tuple[str, float, str, str, float]], country: str | None = None) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "transaction_id": [t.tx_id for t in txs],
-            "event_time": pd.to_datetime([t.ts for t in txs], unit="s", utc=True),
-            "card_id": [t.card for t in txs],
-            "terminal_id": [t.terminal for t in txs],
-            "amount": [t.amount for t in txs],
-            "country": [t.country for t in txs],
-            "channel": [t.channel for t in txs],
+            "transaction_id": [r[0] for r in rows],
+            "event_time": pd.to_datetime([r[1] for r in rows], unit="s", utc=True),
+            "card_id": [r[2] for r in rows],
+            "terminal_id": [r[3] for r in rows],
+            "amount": [r[4] for r in rows],
+            "country": country,
+            "channel": "pos",
         }
     )
-    lab = pd.DataFrame(
+
+
+def _labels(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "transaction_id": [x.tx_id for x in labels],
-            "terminal_id": [x.terminal for x in labels],
-            "event_time": pd.to_datetime([x.event_ts for x in labels], unit="s", utc=True),
-            "is_fraud": [x.is_fraud for x in labels],
-            "reported_at": pd.to_datetime([x.reported_ts for x in labels], unit="s", utc=True),
+            "transaction_id": [r[0] for r in rows],
+            "terminal_id": [r[1] for r in rows],
+            "event_time": pd.to_datetime([r[2] for r in rows], unit="s", utc=True),
+            "is_fraud": True,
+            "reported_at": pd.to_datetime([r[3] for r in rows], unit="s", utc=True),
         }
     )
-    return tx, lab
 
 
-@st.composite
-def histories(draw: st.DrawFn) -> tuple[list[Tx], list[Lab]]:
-    n = draw(st.integers(min_value=1, max_value=40))
-    # whole seconds keep the reference's float arithmetic identical to the library's
-    offsets = sorted(draw(st.lists(st.integers(0, 45 * 86400), min_size=n, max_size=n)))
-    txs = []
-    for i, off in enumerate(offsets):
-        txs.append(
-            Tx(
-                tx_id=f"x{i}",
-                ts=T0 + off,
-                card=draw(st.sampled_from(CARDS)),
-                terminal=draw(st.sampled_from(TERMINALS)),
-                amount=draw(st.sampled_from([0.0, 1.5, 4.99, 12.0, 55.5, 230.0, 1999.99])),
-                country=draw(st.sampled_from([None, "BE", "FR", "US"])),
-                channel=draw(st.sampled_from([None, "pos", "ecom", "atm"])),
-            )
-        )
-    labels = []
-    for t in txs:
-        if draw(st.booleans()) and draw(st.booleans()):
-            delay = draw(st.integers(0, 20 * 86400))
-            labels.append(Lab(t.tx_id, t.terminal, t.ts, t.ts + delay, is_fraud=draw(st.booleans())))
-    return txs, labels
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(histories())
-def test_features_match_reference(history: tuple[list[Tx], list[Lab]]) -> None:
-    txs, labels = history
-    tx, lab = _frames(txs, labels)
-    got = replay(tx, lab).features.to_numpy()
-    want = np.array(reference_features(txs, labels))
-    assert got.shape == (len(txs), len(FEATURE_NAMES))
-    for i in range(len(txs)):
-        for j, name in enumerate(FEATURE_NAMES):
-            assert got[i, j] == pytest.approx(want[i, j], rel=1e-9, abs=1e-9), (i, name)
-
-
-@settings(max_examples=60, deadline=None)
-@given(histories(), st.integers(1, 10 * 86400))
-def test_later_events_never_change_earlier_features(history: tuple[list[Tx], list[Lab]], extra: int) -> None:
-    txs, labels = history
-    tx, lab = _frames(txs, labels)
-    before = replay(tx, lab).features
-    last = max(t.ts for t in txs)
-    later_tx = Tx("late", last + extra, txs[0].card, txs[0].terminal, 999.0)
-    later_labels = [Lab(t.tx_id, t.terminal, t.ts, last + extra, True) for t in txs]
-    tx2, lab2 = _frames([*txs, later_tx], labels + later_labels)
-    after = replay(tx2, lab2).features.iloc[: len(txs)]
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(bounded_histories(), st.integers(1, 10 * 86400))
+def test_later_events_never_change_earlier_features(
+    history: tuple[pd.DataFrame, pd.DataFrame], extra: int
+) -> None:
+    tx, labels = history
+    before = replay(tx, labels).features
+    last = tx["event_time"].max() + pd.Timedelta(seconds=extra)
+    late_tx = tx.iloc[[0]].assign(transaction_id="late", event_time=last, amount=999.0)
+    late_labels = tx.assign(is_fraud=True, reported_at=last)[list(labels.columns)]
+    all_labels = pd.concat([labels, late_labels]) if len(labels) else late_labels
+    after = replay(pd.concat([tx, late_tx]), all_labels).features.iloc[: len(tx)]
     pd.testing.assert_frame_equal(before, after)
 
 
 def test_transaction_never_sees_its_own_label() -> None:
-    t = Tx("x0", T0, "c1", "t1", 50.0)
-    same_instant = Lab("x0", "t1", T0, T0, True)
-    tx, lab = _frames([t], [same_instant])
-    feats = replay(tx, lab).features.iloc[0]
-    assert feats["terminal_fraud_count_30d"] == 0
-    assert feats["terminal_days_since_fraud"] == 365.0
+    tx = _tx([("x0", T0, "c1", "t1", 50.0)])
+    feats = replay(tx, _labels([("x0", "t1", T0, T0)])).features.iloc[0]
+    assert feats["terminal_fraud_count_utc30d"] == 0
+    assert feats["terminal_days_since_fraud"] == spec.NO_FRAUD_DAYS
 
 
 def test_label_counts_only_after_it_is_reported() -> None:
-    txs = [Tx(f"x{i}", T0 + i * 3600, "c1", "t1", 20.0) for i in range(5)]
-    label = Lab("x0", "t1", T0, T0 + 2.5 * 3600, True)  # reported between x2 and x3
-    tx, lab = _frames(txs, [label])
-    frauds = replay(tx, lab).features["terminal_fraud_count_30d"].tolist()
-    assert frauds == [0, 0, 0, 1, 1]
+    tx = _tx([(f"x{i}", T0 + i * 3600, "c1", "t1", 20.0) for i in range(5)])
+    frauds = replay(tx, _labels([("x0", "t1", T0, T0 + 2.5 * 3600)])).features["terminal_fraud_count_utc30d"]
+    assert frauds.tolist() == [0, 0, 0, 1, 1]
 
 
-def test_redelivered_label_is_counted_once() -> None:
-    txs = [Tx("x0", T0, "c1", "t1", 20.0), Tx("x1", T0 + 7200, "c1", "t1", 20.0)]
-    labels = [Lab("x0", "t1", T0, T0 + 60, True), Lab("x0", "t1", T0, T0 + 120, True)]
-    tx, lab = _frames(txs, labels)
-    assert replay(tx, lab).features["terminal_fraud_count_30d"].tolist() == [0, 1]
+def test_delayed_windows_count_only_days_old_enough_to_carry_a_label() -> None:
+    # one transaction a day for 20 days, each reported fraud exactly 7 days later
+    days = 20
+    tx = _tx([(f"x{i}", T0 + i * 86400 + 600, "c1", "t1", 20.0) for i in range(days)])
+    labels = _labels([(f"x{i}", "t1", T0 + i * 86400 + 600, T0 + (i + 7) * 86400 + 600) for i in range(days)])
+    last = replay(tx, labels).features.iloc[-1]
+    # at day 19, 00:10: the 7 latest UTC days that ended >= 7 days ago are days 5..11 - all labelled
+    assert last["terminal_count_delayed_utc7d"] == 7
+    assert last["terminal_risk_delayed_utc7d"] == 1.0
+    assert last["terminal_count_delayed_utc1d"] == 1
+    assert last["terminal_count_utc1d"] == 0 and last["terminal_count_utc7d"] == 6
 
 
 def test_amount_ratio_reflects_card_history() -> None:
-    txs = [Tx(f"x{i}", T0 + i * 86400, "c1", "t1", 10.0) for i in range(10)]
-    txs.append(Tx("big", T0 + 10 * 86400, "c1", "t2", 82.0))
-    tx, _ = _frames(txs, [])
+    tx = _tx(
+        [(f"x{i}", T0 + i * 86400, "c1", "t1", 10.0) for i in range(10)]
+        + [("big", T0 + 10 * 86400, "c1", "t2", 82.0)]
+    )
     last = replay(tx).features.iloc[-1]
     assert last["amount_to_card_mean_30d"] == pytest.approx(8.2)
     assert last["card_terminal_is_new"] == 1.0
     assert last["card_count_30d"] == 10
+    assert last["card_count_1d"] == 0  # exactly 24 h earlier is outside the trailing 24 h
 
 
 def test_cold_start_features_for_unknown_entities() -> None:
-    ts = T0 + 3 * 3600
-    vec = feature_vector(None, None, ts, 42.0, "t-new", "BE", "pos")
-    assert len(vec) == len(FEATURE_NAMES)
+    vec = feature_vector(None, None, T0 + 3 * 3600, 42.0, "t-new", "BE", "pos")
     named = dict(zip(FEATURE_NAMES, vec, strict=True))
-    assert named["card_is_new"] == 1.0
-    assert named["terminal_is_new"] == 1.0
-    assert named["is_night"] == 1.0
-    assert named["card_count_30d"] == 0.0
+    assert named["card_is_new"] == 1.0 and named["terminal_is_new"] == 1.0
+    assert named["is_night"] == 1.0 and named["card_count_30d"] == 0.0
+    assert named["card_country_is_new"] == 1.0 and named["terminal_days_since_fraud"] == spec.NO_FRAUD_DAYS
 
 
-def test_state_is_bounded_whatever_the_activity() -> None:
-    n = 20_000  # one card, one transaction every 90 s for ~3 weeks, on ever-new terminals
-    txs = [Tx(f"x{i}", T0 + 90 * i, "c1", f"t{i}", 10.0 + i % 7, "BE" if i % 2 else "FR") for i in range(n)]
-    tx, _ = _frames(txs, [])
-    result = replay(tx)
-    card = result.card_states["c1"]
-    assert len(card.m5) <= 12 and len(card.hours) <= 24 and len(card.days) <= 30
-    assert len(card.terminals) == CARD_TERMINALS_KEPT
-    assert len(card.to_bytes()) < 4096
-
-
-def test_state_round_trips_and_rejects_garbage() -> None:
-    txs = [Tx(f"x{i}", T0 + 1000 * i, "c1", "t1", 3.0 * i, "BE") for i in range(50)]
-    labels = [Lab("x3", "t1", T0 + 3000, T0 + 9000, True)]
-    tx, lab = _frames(txs, labels)
-    res = replay(tx, lab)
-    card, term = res.card_states["c1"], res.terminal_states["t1"]
-    assert CardState.from_bytes(card.to_bytes()) == card
-    assert TerminalState.from_bytes(term.to_bytes()) == term
-    with pytest.raises(FeatureStateError):
-        CardState.from_bytes(b"not state")
-    with pytest.raises(FeatureStateError):
-        TerminalState.from_bytes(b"[99, [], 0, -1, [], -1]")
+def test_online_rows_equal_replay_and_do_not_touch_state() -> None:
+    rows = [(f"x{i}", T0 + 977 * i, f"c{i % 3}", f"t{i % 4}", float(i % 13)) for i in range(200)]
+    tx = _tx(rows, country="BE")
+    # labels all reported before the 150th transaction: the online rows see no label the state lacks
+    labels = _labels([(f"x{i}", f"t{i % 4}", T0 + 977 * i, T0 + 977 * i + 5000) for i in range(0, 140, 7)])
+    whole = replay(tx, labels).features
+    first = replay(tx.iloc[:150], labels)
+    nxt = tx.iloc[150:]
+    cards = [first.card_states[c] for c in nxt["card_id"]]
+    terms = [first.terminal_states[t] for t in nxt["terminal_id"]]
+    before = (list(cards), list(terms))
+    got = online_features(
+        cards,
+        terms,
+        epoch_seconds(nxt["event_time"]).tolist(),
+        nxt["amount"].tolist(),
+        nxt["terminal_id"].tolist(),
+        nxt["country"].tolist(),
+        nxt["channel"].tolist(),
+    )
+    assert (cards, terms) == before
+    # each row is what the replay gives a transaction seen right after the first 150 (only the first of
+    # each card and terminal: online rows never see each other)
+    first_seen = ~nxt["card_id"].duplicated().to_numpy() & ~nxt["terminal_id"].duplicated().to_numpy()
+    np.testing.assert_allclose(got[first_seen], whole.iloc[150:].to_numpy()[first_seen], rtol=1e-12, atol=0)
 
 
 def test_replay_from_saved_state_equals_one_replay() -> None:
-    txs = [Tx(f"x{i}", T0 + 3571 * i, CARDS[i % 3], TERMINALS[i % 4], float(i % 13)) for i in range(300)]
-    tx, _ = _frames(txs, [])
-    whole = replay(tx).features
-    first = replay(tx.iloc[:150])
-    cards = {k: CardState.from_bytes(v.to_bytes()) for k, v in first.card_states.items()}
-    terms = {k: TerminalState.from_bytes(v.to_bytes()) for k, v in first.terminal_states.items()}
-    second = replay(tx.iloc[150:], card_states=cards, terminal_states=terms).features
+    rows = [(f"x{i}", T0 + 3571 * i, f"c{i % 3}", f"t{i % 4}", float(i % 13)) for i in range(300)]
+    tx = _tx(rows, country="FR")
+    labels = _labels(
+        [(f"x{i}", f"t{i % 4}", T0 + 3571 * i, T0 + 3571 * i + 90_000) for i in range(0, 300, 5)]
+    )
+    whole = replay(tx, labels).features
+    split = T0 + 3571 * 150
+    first = replay(tx.iloc[:150], labels[labels["reported_at"] < pd.Timestamp(split, unit="s", tz="UTC")])
+    second = replay(
+        tx.iloc[150:],
+        labels[labels["reported_at"] >= pd.Timestamp(split, unit="s", tz="UTC")],
+        card_states=first.card_states,
+        terminal_states=first.terminal_states,
+    ).features
     pd.testing.assert_frame_equal(whole.iloc[150:], second)
+
+
+def test_a_block_split_in_two_calls_equals_one_call() -> None:
+    rng = np.random.default_rng(0)
+    n = 500
+    rows = rng.integers(0, 7, n)
+    ts = T0 + np.sort(rng.uniform(0, 5 * 86400, n))
+    amount = rng.uniform(0, 300, n)
+    keys = terminal_keys([f"t{i}" for i in rng.integers(0, 50, n)])
+    countries = country_codes(rng.choice(np.array(["BE", "FR", None], dtype=object), n))
+    channels = channel_codes(rng.choice(np.array(["pos", "ecom", "atm"], dtype=object), n))
+    one = new_states(CARD_DTYPE, 7)
+    two = new_states(CARD_DTYPE, 7)
+    a = card_features(one, rows, ts, amount, keys, countries, channels)
+    b = np.vstack(
+        [
+            card_features(two, rows[s], ts[s], amount[s], keys[s], countries[s], channels[s])
+            for s in (slice(0, 123), slice(123, n))
+        ]
+    )
+    np.testing.assert_array_equal(a, b)
+    assert one.tobytes() == two.tobytes()
+
+
+def test_records_are_fixed_size_versioned_and_round_trip() -> None:
+    tx = _tx([(f"x{i}", T0 + 90 * i, "c1", f"t{i}", 10.0 + i % 7) for i in range(2_000)], country="BE")
+    res = replay(tx, _labels([("x3", "t3", T0 + 270, T0 + 9000)]))
+    card, term = res.card_states["c1"], res.terminal_states["t3"]
+    assert len(card) == CARD_DTYPE.itemsize and len(term) == TERMINAL_DTYPE.itemsize
+    table = states_from_bytes([card, None], CARD_DTYPE)
+    assert table[0].tobytes() == card and table[1]["n_life"] == 0 and table[0]["n_life"] == 2_000
+    assert check_record(term, TERMINAL_DTYPE) == term
+    with pytest.raises(FeatureStateError, match="version"):
+        check_record(b"\x01\x00" + card[2:], CARD_DTYPE)
+    with pytest.raises(FeatureStateError, match="bytes"):
+        states_from_bytes([b"[1, [], 0]"], TERMINAL_DTYPE)
+    with pytest.raises(FeatureStateError):
+        check_record(card, TERMINAL_DTYPE)
+
+
+def test_docs_feature_table_is_generated_from_the_declarations() -> None:
+    assert feature_table() in (ROOT / "docs" / "model.md").read_text()
+
+
+def test_declarations_refuse_windows_the_engine_cannot_compute() -> None:
+    with pytest.raises(ValueError, match="whole UTC days"):
+        Window("terminal_count_6h", "terminal", "transactions", "count", 6 * 3600)
+    with pytest.raises(ValueError, match="undelayed"):
+        Window("card_fraud_1d", "card", "frauds", "count", 86400)
+    with pytest.raises(ValueError, match="undelayed"):
+        Window("card_delayed_1d", "card", "amount", "sum", 86400, 7 * 86400)
+    assert spec.TERMINAL_TILES == 38
+    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES))
 
 
 def test_time_conversions_agree() -> None:

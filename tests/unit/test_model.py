@@ -35,13 +35,13 @@ def _training(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     X[:, IDX["amount_to_card_max_30d"]] = rng.uniform(0.1, 1.0, n)
     X[:, IDX["card_count_1h"]] = rng.poisson(0.2, n)
     X[:, IDX["card_count_30d"]] = rng.poisson(60, n)
-    X[:, IDX["terminal_fraud_count_30d"]] = rng.poisson(0.05, n)
+    X[:, IDX["terminal_fraud_count_utc30d"]] = rng.poisson(0.05, n)
     X[:, IDX["terminal_days_since_fraud"]] = 365.0
     X[:, IDX["card_log_seconds_since_prev"]] = np.log1p(rng.exponential(30000, n))
     X[:, IDX["hour_of_day"]] = rng.integers(8, 21, n)
-    y = ((X[:, IDX["amount_to_card_mean_30d"]] > 1.6) | (X[:, IDX["terminal_fraud_count_30d"]] > 0)).astype(
-        int
-    )
+    y = (
+        (X[:, IDX["amount_to_card_mean_30d"]] > 1.6) | (X[:, IDX["terminal_fraud_count_utc30d"]] > 0)
+    ).astype(int)
     return X, y
 
 
@@ -77,7 +77,9 @@ def _row(**values: float) -> list[float]:
 
 def test_reasons_are_in_analyst_words(models: dict[str, FraudModel]) -> None:
     m = models["lr"]
-    row = _row(amount=420.0, amount_to_card_mean_30d=8.2, terminal_fraud_count_30d=4, card_small_count_1h=6)
+    row = _row(
+        amount=420.0, amount_to_card_mean_30d=8.2, terminal_fraud_count_utc30d=4, card_small_count_1h=6
+    )
     reasons = m.explain(row, k=5)
     assert "amount 8.2x the card's 30-day average" in reasons
     assert "terminal had 4 reported frauds in the last 30 days" in reasons

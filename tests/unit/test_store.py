@@ -4,17 +4,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from fraudwatch.errors import StoreError, StoreUnavailable
-from fraudwatch.features import CardState, TerminalState, update_card, update_terminal
+from fraudwatch.errors import FeatureStateError, StoreError, StoreUnavailable
+from fraudwatch.features import (
+    CARD_DTYPE,
+    TERMINAL_DTYPE,
+    card_features,
+    country_codes,
+    new_states,
+    record_bytes,
+    terminal_features,
+    terminal_keys,
+)
 from fraudwatch.store import SQLiteStore
 
 
-def _states() -> tuple[CardState, TerminalState]:
-    card = update_card(CardState(), 1_700_000_000.0, 12.5, "t1", "BE")
-    term = update_terminal(TerminalState(), 1_700_000_000.0)
-    return card, term
+def _card(*amounts: float) -> bytes:
+    states = new_states(CARD_DTYPE, 1)
+    n = len(amounts)
+    ts = 1_700_000_000.0 + 60.0 * np.arange(n)
+    card_features(
+        states,
+        np.zeros(n),
+        ts,
+        np.array(amounts),
+        terminal_keys(["t1"] * n),
+        country_codes(["BE"] * n),
+        np.ones(n),
+    )
+    return record_bytes(states)[0]
+
+
+def _states() -> tuple[bytes, bytes]:
+    term = new_states(TERMINAL_DTYPE, 1)
+    terminal_features(term, np.zeros(1), np.zeros(1), np.array([1_700_000_000.0]), np.zeros(1), np.zeros(1))
+    return _card(12.5), record_bytes(term)[0]
 
 
 def test_put_get_round_trip_and_cold_start(tmp_path: Path) -> None:
@@ -23,7 +49,7 @@ def test_put_get_round_trip_and_cold_start(tmp_path: Path) -> None:
         tmp_path / "s.sqlite", observer=lambda b, op, s, failed: calls.append((b, op, failed))
     )
     card, term = _states()
-    store.put({"c1": card.to_bytes()}, {"t1": term.to_bytes()}, updated_at=123.0)
+    store.put({"c1": card}, {"t1": term}, updated_at=123.0)
     got = store.get("c1", "t1")
     assert got.card == card and got.terminal == term
     assert got.card_updated_at == 123.0 and got.terminal_updated_at == 123.0
@@ -41,11 +67,23 @@ def test_reader_sees_writer_updates(tmp_path: Path) -> None:
     writer = SQLiteStore(path)
     reader = SQLiteStore(path, readonly=True)
     card, _term = _states()
-    writer.put({"c1": card.to_bytes()}, {}, updated_at=1.0)
+    writer.put({"c1": card}, {}, updated_at=1.0)
     assert reader.get("c1", "t1").card == card
-    update_card(card, 1_700_000_100.0, 99.0, "t2", "BE")
-    writer.put({"c1": card.to_bytes()}, {}, updated_at=2.0)
-    assert reader.get("c1", "t1").card_updated_at == 2.0
+    newer = _card(12.5, 99.0)
+    writer.put({"c1": newer}, {}, updated_at=2.0)
+    got = reader.get("c1", "t1")
+    assert got.card == newer and got.card_updated_at == 2.0
+
+
+def test_records_of_another_layout_are_refused_on_read(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.sqlite")
+    card, term = _states()
+    store.put({"old": b'[1, [], [], [], 3, 30.0, -1.0, "", "", [], []]'}, {"t1": term}, updated_at=1.0)
+    with pytest.raises(FeatureStateError, match="bytes"):
+        store.get("old", "t1")
+    store.put({"v9": b"\x09\x00" + card[2:]}, {}, updated_at=1.0)
+    with pytest.raises(FeatureStateError, match="version"):
+        store.get_many([("v9", "t1")])
 
 
 def test_missing_file_is_an_empty_store_until_the_writer_creates_it(tmp_path: Path) -> None:
@@ -60,7 +98,7 @@ def test_missing_file_is_an_empty_store_until_the_writer_creates_it(tmp_path: Pa
     assert not path.exists(), "a reader must not create the store file"
     writer = SQLiteStore(path)
     card, term = _states()
-    writer.put({"c1": card.to_bytes()}, {"t1": term.to_bytes()}, updated_at=5.0)
+    writer.put({"c1": card}, {"t1": term}, updated_at=5.0)
     got = reader.get("c1", "t1")  # the same reader picks the file up once it exists
     assert reader.exists and got.card == card and got.terminal == term and got.card_updated_at == 5.0
     reader.close()

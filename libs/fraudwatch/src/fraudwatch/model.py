@@ -80,8 +80,8 @@ DRIFT_FEATURES: tuple[str, ...] = (
     "card_count_1d",
     "amount_to_card_mean_30d",
     "card_terminal_is_new",
-    "terminal_risk_delayed_30d",
-    "terminal_fraud_count_30d",
+    "terminal_risk_delayed_utc30d",
+    "terminal_fraud_count_utc30d",
 )
 _ESTIMATOR_ARTIFACT = "estimator"
 _METADATA_ARTIFACT = "metadata"

@@ -74,19 +74,19 @@ REASON_RULES: tuple[ReasonRule, ...] = (
         lambda v, c: f"large amount ({_amount(v)})",
     ),
     ReasonRule(
-        "terminal_fraud_count_30d",
-        lambda v: v["terminal_fraud_count_30d"] >= 1,
+        "terminal_fraud_count_utc30d",
+        lambda v: v["terminal_fraud_count_utc30d"] >= 1,
         lambda v, c: (
-            f"terminal had {_n(v['terminal_fraud_count_30d'])} reported "
-            f"fraud{'s' if v['terminal_fraud_count_30d'] >= 2 else ''} in the last 30 days"
+            f"terminal had {_n(v['terminal_fraud_count_utc30d'])} reported "
+            f"fraud{'s' if v['terminal_fraud_count_utc30d'] >= 2 else ''} in the last 30 days"
         ),
     ),
     ReasonRule(
-        "terminal_risk_delayed_30d",
-        lambda v: v["terminal_risk_delayed_30d"] >= 0.05,
+        "terminal_risk_delayed_utc30d",
+        lambda v: v["terminal_risk_delayed_utc30d"] >= 0.05,
         lambda v, c: (
-            f"{v['terminal_risk_delayed_30d']:.0%} of the terminal's transactions were fraud "
-            "(30 days to a week ago)"
+            f"{v['terminal_risk_delayed_utc30d']:.0%} of the terminal's transactions were fraud "
+            "(the 30 UTC days that ended at least a week ago)"
         ),
     ),
     ReasonRule(

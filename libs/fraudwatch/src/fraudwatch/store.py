@@ -1,8 +1,10 @@
 """The online store: per-card and per-terminal feature state, written by the stream, read by the API.
 
 One interface, two real backends: a SQLite file (the embedded default; WAL mode so the API reads while the
-stream writes) and Redis (production). Values are the state bytes of :mod:`fraudwatch.features.state`
-plus the time they were written, so a reader can tell how old the state is. Connection failures raise
+stream writes) and Redis (production). Values are the entity state records of
+:mod:`fraudwatch.features.layout` (one fixed-size structured-array row: 2,740 bytes a card, 992 a terminal)
+plus the time they were written, so a reader can tell how old the state is. A record of another layout
+version or size raises :class:`~fraudwatch.errors.FeatureStateError` on read. Connection failures raise
 :class:`~fraudwatch.errors.StoreUnavailable`; the API turns that into a 503.
 """
 
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 
 from fraudwatch.config import Settings
 from fraudwatch.errors import StoreError, StoreUnavailable
-from fraudwatch.features.state import CardState, TerminalState
+from fraudwatch.features.layout import CARD_DTYPE, TERMINAL_DTYPE, check_record
 
 __all__ = [
     "EntityStates",
@@ -36,10 +38,10 @@ _STAMP = struct.Struct("<d")
 
 @dataclass(frozen=True, slots=True)
 class EntityStates:
-    """The state of one transaction's card and terminal (None when never seen: cold start)."""
+    """The state records (bytes) of one transaction's card and terminal (None when never seen: cold start)."""
 
-    card: CardState | None
-    terminal: TerminalState | None
+    card: bytes | None
+    terminal: bytes | None
     card_updated_at: float | None
     terminal_updated_at: float | None
 
@@ -71,8 +73,8 @@ def _decode(
     card_raw: bytes | None, term_raw: bytes | None, card_at: float | None, term_at: float | None
 ) -> EntityStates:
     return EntityStates(
-        CardState.from_bytes(card_raw) if card_raw else None,
-        TerminalState.from_bytes(term_raw) if term_raw else None,
+        check_record(bytes(card_raw), CARD_DTYPE) if card_raw else None,
+        check_record(bytes(term_raw), TERMINAL_DTYPE) if term_raw else None,
         card_at,
         term_at,
     )

@@ -26,6 +26,7 @@ from fraudwatch.config import Settings, get_settings
 from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.errors import FeatureStateError, StoreError, StoreUnavailable
 from fraudwatch.events import Transaction, schema_errors
+from fraudwatch.features import warm_up
 from fraudwatch.store import open_store
 from fraudwatch_api.deps import AppContext, Authorized, Context, CurrentModel, ModelNotReady
 from fraudwatch_api.metrics import ApiMetrics
@@ -147,6 +148,8 @@ def create_app(
         reloader = ModelReloader(settings, holder, metrics, loader=loader, on_swap=lambda _m: drift.clear())
         ctx = AppContext(settings, metrics, holder, reloader, store, Scorer(store, metrics, drift))
         app.state.ctx = ctx
+        # the feature kernels load from numba's on-disk cache here, not in the first request
+        await asyncio.to_thread(warm_up)
         await asyncio.to_thread(reloader.load_initial)
         # Everything loaded so far (libraries, the model) lives for the whole process: move it out of the
         # collector's generations so that full collections stay short (a pause lands in some request's latency).

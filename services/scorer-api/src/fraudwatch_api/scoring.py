@@ -1,8 +1,9 @@
-"""Scoring: online-store state + the shared feature code + the served model -> score, decision, reasons.
+"""Scoring: online-store state + the shared feature engine + the served model -> score, decision, reasons.
 
-This is the hot path. The feature row is built as a plain list by :func:`fraudwatch.features.feature_vector`
-(the same code the stream and the training-set builder run), turned into one numpy matrix and scored with a
-single ``score_matrix`` call; no pandas. The API only reads state: it never writes it.
+This is the hot path. The feature rows come from :func:`fraudwatch.features.online_features`: the same
+compiled kernels the stream and the training-set builder run, called read-only on the state records read
+from the store, straight into one numpy matrix scored with a single ``score_matrix`` call; no pandas. The API
+only reads state: it never writes it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from fraudwatch.drift import LiveWindow
 from fraudwatch.events import Transaction
-from fraudwatch.features import FEATURE_NAMES, datetime_seconds, feature_vector
+from fraudwatch.features import FEATURE_NAMES, datetime_seconds, online_features
 from fraudwatch.store import EntityStates, OnlineStore
 from fraudwatch_api.metrics import ApiMetrics
 from fraudwatch_api.serving import ServingModel
@@ -26,19 +27,17 @@ __all__ = ["Scorer", "feature_matrix"]
 
 def feature_matrix(transactions: Sequence[Transaction], states: Sequence[EntityStates]) -> np.ndarray:
     """Feature rows (FEATURE_NAMES order) of transactions given their card/terminal state."""
-    rows = [
-        feature_vector(
-            st.card,
-            st.terminal,
-            datetime_seconds(tx.event_time),
-            tx.amount,
-            tx.terminal_id,
-            tx.country,
-            tx.channel,
-        )
-        for tx, st in zip(transactions, states, strict=True)
-    ]
-    return np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
+    if len(transactions) != len(states):
+        raise ValueError("one state pair per transaction")
+    return online_features(
+        [st.card for st in states],
+        [st.terminal for st in states],
+        [datetime_seconds(tx.event_time) for tx in transactions],
+        [tx.amount for tx in transactions],
+        [tx.terminal_id for tx in transactions],
+        [tx.country for tx in transactions],
+        [tx.channel for tx in transactions],
+    )
 
 
 def _age(now: float, updated_at: float | None) -> float | None:

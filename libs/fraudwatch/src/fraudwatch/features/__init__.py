@@ -1,45 +1,89 @@
-"""Features: one implementation of per-entity state and feature code, used by training, stream and API.
+"""Features: one compiled, columnar engine for per-entity state and features, used by training, stream and API.
 
-* :mod:`.state` — bounded card and terminal state and its serialisation.
-* :mod:`.compute` — feature blocks (read only) and state updates; ``FEATURE_NAMES`` fixes the order.
-* :mod:`.offline` — point-in-time replay of history through the same code (the training-set builder).
+* :mod:`.spec` — the declarations: every window once, as data; ``FEATURE_NAMES`` fixes the order.
+* :mod:`.layout` — the fixed-size, versioned binary records of card and terminal state, and entity codes.
+* :mod:`.kernels` — the numba kernels (cached): features of a block of events, states updated in place.
+* :mod:`.engine` — the entry points: blocks of events (replay, stream) and read-only rows (API).
+* :mod:`.offline` — point-in-time replay of history through the engine (the training-set builder).
+
+``CardState``, ``TerminalState``, ``card_step``, ``terminal_step`` and ``apply_label`` are the per-record
+Python code the stream job still calls until its stages move onto the engine; nothing else may use them.
 """
 
-from fraudwatch.features.compute import (
-    CARD_FEATURES,
-    FEATURE_NAMES,
-    TERMINAL_FEATURES,
-    TX_FEATURES,
-    apply_label,
-    card_block,
-    card_step,
+from fraudwatch.features.compute import apply_label, card_step, terminal_step
+from fraudwatch.features.engine import (
+    CARD_COLUMNS,
+    LABEL,
+    TERMINAL_COLUMNS,
+    TRANSACTION,
+    card_features,
     feature_vector,
-    terminal_block,
-    terminal_step,
-    update_card,
-    update_terminal,
+    online_features,
+    terminal_features,
+    warm_up,
+)
+from fraudwatch.features.layout import (
+    CARD_DTYPE,
+    TERMINAL_DTYPE,
+    channel_codes,
+    check_record,
+    country_codes,
+    label_hashes,
+    new_states,
+    record_bytes,
+    states_from_bytes,
+    terminal_key,
+    terminal_keys,
 )
 from fraudwatch.features.offline import ReplayResult, datetime_seconds, epoch_seconds, replay
-from fraudwatch.features.state import CardState, TerminalState, terminal_key
+from fraudwatch.features.spec import (
+    CARD_FEATURES,
+    CARD_WINDOWS,
+    FEATURE_NAMES,
+    TERMINAL_FEATURES,
+    TERMINAL_WINDOWS,
+    TX_FEATURES,
+    Window,
+    feature_table,
+)
+from fraudwatch.features.state import CardState, TerminalState
 
 __all__ = [
+    "CARD_COLUMNS",
+    "CARD_DTYPE",
     "CARD_FEATURES",
+    "CARD_WINDOWS",
     "FEATURE_NAMES",
+    "LABEL",
+    "TERMINAL_COLUMNS",
+    "TERMINAL_DTYPE",
     "TERMINAL_FEATURES",
+    "TERMINAL_WINDOWS",
+    "TRANSACTION",
     "TX_FEATURES",
     "CardState",
     "ReplayResult",
     "TerminalState",
+    "Window",
     "apply_label",
-    "card_block",
+    "card_features",
     "card_step",
+    "channel_codes",
+    "check_record",
+    "country_codes",
     "datetime_seconds",
     "epoch_seconds",
+    "feature_table",
     "feature_vector",
+    "label_hashes",
+    "new_states",
+    "online_features",
+    "record_bytes",
     "replay",
-    "terminal_block",
+    "states_from_bytes",
+    "terminal_features",
     "terminal_key",
+    "terminal_keys",
     "terminal_step",
-    "update_card",
-    "update_terminal",
+    "warm_up",
 ]

@@ -1,7 +1,7 @@
 """Point-in-time replay: the offline training-set builder.
 
 History (transactions at their event_time, labels at their reported_at) is replayed in time order through
-the very functions the stream and the API use, so each transaction's features are those the platform would
+the compiled kernels the stream and the API use (:mod:`.engine`), so each transaction's features are those the platform would
 have computed live. At equal times a transaction goes before a label, so a transaction never sees a label
 reported at its own instant (and never its own label).
 """
@@ -15,8 +15,18 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from fraudwatch.features.compute import FEATURE_NAMES, apply_label, card_step, terminal_step
-from fraudwatch.features.state import CardState, TerminalState
+from fraudwatch.features.engine import CARD_COLUMNS, LABEL, TRANSACTION, card_features, terminal_features
+from fraudwatch.features.layout import (
+    CARD_DTYPE,
+    TERMINAL_DTYPE,
+    channel_codes,
+    country_codes,
+    label_hashes,
+    record_bytes,
+    states_from_bytes,
+    terminal_keys,
+)
+from fraudwatch.features.spec import FEATURE_NAMES
 
 __all__ = ["ReplayResult", "datetime_seconds", "epoch_seconds", "replay"]
 
@@ -37,85 +47,103 @@ def epoch_seconds(values: pd.Series | pd.Index | Iterable[object]) -> np.ndarray
     return micros / 1e6
 
 
-def _optional(frame: pd.DataFrame, column: str) -> list[str | None]:
+def _optional(frame: pd.DataFrame, column: str) -> pd.Series:
     if column not in frame.columns:
-        return [None] * len(frame)
-    return [v if isinstance(v, str) and v else None for v in frame[column].tolist()]
+        return pd.Series([None] * len(frame), dtype=object)
+    return frame[column]
 
 
 @dataclass
 class ReplayResult:
-    """Features of every transaction (rows in the input's order) and the entity state after the replay."""
+    """Features of every transaction (rows in the input's order) and the entity state after the replay.
+
+    States are the stored form (:mod:`fraudwatch.features.layout` records as bytes), keyed by entity id,
+    for every card and terminal the replay saw or was given.
+    """
 
     features: pd.DataFrame
-    card_states: dict[str, CardState] = field(default_factory=dict)
-    terminal_states: dict[str, TerminalState] = field(default_factory=dict)
+    card_states: dict[str, bytes] = field(default_factory=dict)
+    terminal_states: dict[str, bytes] = field(default_factory=dict)
+
+
+def _table(ids: pd.Index, given: dict[str, bytes] | None, dtype: np.dtype) -> np.ndarray:
+    if not given:
+        return states_from_bytes([None] * len(ids), dtype)
+    return states_from_bytes([given.get(i) for i in ids.tolist()], dtype)
+
+
+def _chunks(n: int, size: int, progress: bool, what: str) -> Iterable[tuple[int, int]]:
+    bounds = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+    if not progress:
+        return bounds
+    from rich.progress import track
+
+    return track(bounds, description=what)
+
+
+CHUNK = 1 << 18  # events per kernel call when a progress bar is shown (state carries over between calls)
 
 
 def replay(
     transactions: pd.DataFrame,
     labels: pd.DataFrame | None = None,
-    card_states: dict[str, CardState] | None = None,
-    terminal_states: dict[str, TerminalState] | None = None,
+    card_states: dict[str, bytes] | None = None,
+    terminal_states: dict[str, bytes] | None = None,
     progress: bool = False,
 ) -> ReplayResult:
     """Replay history point-in-time and return every transaction's features.
 
     ``transactions`` needs transaction_id, event_time, card_id, terminal_id, amount (channel and country
     optional); ``labels`` needs transaction_id, terminal_id, event_time, is_fraud, reported_at. Labels of
-    genuine transactions may be left out: they change no state.
+    genuine transactions may be left out: they change no state. ``card_states`` / ``terminal_states`` are
+    records of a previous replay (or the online store) to continue from.
     """
     n = len(transactions)
-    cards = card_states if card_states is not None else {}
-    terminals = terminal_states if terminal_states is not None else {}
-
-    tx_ts = epoch_seconds(transactions["event_time"])
-    card_ids = transactions["card_id"].astype(str).tolist()
-    terminal_ids = transactions["terminal_id"].astype(str).tolist()
-    amounts = transactions["amount"].astype(float).tolist()
-    channels = _optional(transactions, "channel")
-    countries = _optional(transactions, "country")
+    tx_ts = epoch_seconds(transactions["event_time"]) if n else np.empty(0)
+    card_codes, card_ids = pd.factorize(transactions["card_id"].astype(str))
 
     if labels is not None and len(labels):
         frauds = labels[labels["is_fraud"].astype(bool)]
-        lab_rep = epoch_seconds(frauds["reported_at"])
-        lab_evt = epoch_seconds(frauds["event_time"]).tolist()
-        lab_tx = frauds["transaction_id"].astype(str).tolist()
-        lab_term = frauds["terminal_id"].astype(str).tolist()
     else:
-        lab_rep = np.empty(0)
-        lab_evt, lab_tx, lab_term = [], [], []
-
-    times = np.concatenate([tx_ts, lab_rep])
-    kinds = np.concatenate([np.zeros(n, dtype=np.int8), np.ones(len(lab_rep), dtype=np.int8)])
-    order = np.lexsort((np.arange(len(times)), kinds, times)).tolist()
-    tx_ts_list = tx_ts.tolist()
+        frauds = pd.DataFrame({c: [] for c in ("transaction_id", "terminal_id", "event_time", "reported_at")})
+    m = len(frauds)
+    term_codes, term_ids = pd.factorize(
+        pd.concat(
+            [transactions["terminal_id"].astype(str), frauds["terminal_id"].astype(str)], ignore_index=True
+        )
+    )
+    cards = _table(pd.Index(card_ids), card_states, CARD_DTYPE)
+    terminals = _table(pd.Index(term_ids), terminal_states, TERMINAL_DTYPE)
 
     out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
-    iterator: Iterable[int] = order
-    if progress:
-        from rich.progress import track
 
-        iterator = track(order, description="replaying history (point-in-time features)")
-    for k in iterator:
-        if k < n:
-            cid = card_ids[k]
-            tid = terminal_ids[k]
-            card = cards.get(cid)
-            if card is None:
-                card = cards[cid] = CardState()
-            term = terminals.get(tid)
-            if term is None:
-                term = terminals[tid] = TerminalState()
-            ts = tx_ts_list[k]
-            out[k] = card_step(card, ts, amounts[k], tid, countries[k], channels[k]) + terminal_step(term, ts)
-        else:
-            j = k - n
-            tid = lab_term[j]
-            term = terminals.get(tid)
-            if term is None:
-                term = terminals[tid] = TerminalState()
-            apply_label(term, lab_tx[j], lab_evt[j], True)
+    # cards: transactions in (time, input order)
+    order = np.lexsort((np.arange(n), tx_ts))
+    tkeys = terminal_keys(transactions["terminal_id"].astype(str).to_numpy())
+    countries = country_codes(_optional(transactions, "country").to_numpy())
+    channels = channel_codes(_optional(transactions, "channel").to_numpy())
+    amounts = transactions["amount"].to_numpy(dtype=np.float64)
+    for lo, hi in _chunks(n, CHUNK if progress else max(n, 1), progress, "card features"):
+        k = order[lo:hi]
+        out[k, :CARD_COLUMNS] = card_features(
+            cards, card_codes[k], tx_ts[k], amounts[k], tkeys[k], countries[k], channels[k]
+        )
+
+    # terminals: transactions at event_time and fraud labels at reported_at, in (time, kind, input order)
+    lab_rep = epoch_seconds(frauds["reported_at"]) if m else np.empty(0)
+    times = np.concatenate([tx_ts, lab_rep])
+    kinds = np.concatenate([np.full(n, TRANSACTION, dtype=np.int8), np.full(m, LABEL, dtype=np.int8)])
+    hashes = np.concatenate([np.zeros(n, dtype=np.uint64), label_hashes(frauds["transaction_id"].to_numpy())])
+    event_ts = np.concatenate([np.zeros(n), epoch_seconds(frauds["event_time"]) if m else np.empty(0)])
+    order = np.lexsort((np.arange(n + m), kinds, times))
+    for lo, hi in _chunks(n + m, CHUNK if progress else max(n + m, 1), progress, "terminal features"):
+        k = order[lo:hi]
+        feats = terminal_features(terminals, term_codes[k], kinds[k], times[k], hashes[k], event_ts[k])
+        out[k[kinds[k] == TRANSACTION], CARD_COLUMNS:] = feats
 
     features = pd.DataFrame(out, columns=list(FEATURE_NAMES), index=transactions.index)
-    return ReplayResult(features=features, card_states=cards, terminal_states=terminals)
+    cards_out = dict(card_states or {})
+    cards_out.update(zip(card_ids.tolist(), record_bytes(cards), strict=True))
+    terms_out = dict(terminal_states or {})
+    terms_out.update(zip(term_ids.tolist(), record_bytes(terminals), strict=True))
+    return ReplayResult(features=features, card_states=cards_out, terminal_states=terms_out)
