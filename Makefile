@@ -21,6 +21,7 @@ RATE     ?= 5000
 DURATION ?= 60
 DAYS     ?= 60
 STOP     ?= 0
+SPEEDUP  ?=
 
 .PHONY: help
 help: ## show this help
@@ -82,8 +83,8 @@ data: ## write simulated history (DAYS=) with labels to .local/data
 	$(PY) -m fraudwatch.simulator --days $(DAYS) --out $(LOCAL)/data
 
 .PHONY: train
-train: ## build training data, train, evaluate, log, register, promote (DATA=path PRESET=handbook optional)
-	$(PY) -m fraudwatch_training train $(if $(DATA),--data $(DATA)) $(if $(PRESET),--preset $(PRESET))
+train: ## build training data, train, evaluate, log, register, promote (DATA=path PRESET=handbook TRAIN_ARGS= optional)
+	$(PY) -m fraudwatch_training train $(if $(DATA),--data $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(TRAIN_ARGS)
 
 .PHONY: serve
 serve: ## run the scorer API on :8000
@@ -94,8 +95,8 @@ stream: ## run the Spark streaming scorer
 	$(PY) -m fraudwatch_stream
 
 .PHONY: produce
-produce: ## stream live simulated transactions (RATE= events/s, DURATION= s)
-	$(VENV)/bin/fraudwatch-produce --rate $(RATE) --duration $(DURATION)
+produce: ## stream live simulated transactions continuing `make data` (RATE= events/s or SPEEDUP= simulated s per s, DURATION= s)
+	$(VENV)/bin/fraudwatch-produce $(if $(SPEEDUP),--speedup $(SPEEDUP),--rate $(RATE)) --duration $(DURATION)
 
 .PHONY: demo
 demo: ## the whole pipeline end to end, then a summary (DURATION=60, STOP=1 to stop services after)

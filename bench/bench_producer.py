@@ -76,8 +76,6 @@ def measure(bootstrap: str, rate: float, events: int, labels: bool, partitions: 
         "off",
         "--seed",
         "1",
-        "--label-delay-scale",
-        "0.5",
     ]
     if not labels:
         cmd.append("--no-labels")

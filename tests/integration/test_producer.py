@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
 import re
 import signal
@@ -13,6 +15,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from confluent_kafka import Consumer
 
 from fraudwatch.config import Settings
 from fraudwatch.events import parse_label, parse_transaction
-from fraudwatch.simulator import simulate
+from fraudwatch.simulator import LiveSimulator, simulate
 from fraudwatch_producer import LiveSource, ProducerOptions, ReplaySource, run
 from fraudwatch_producer.sources import HANDBOOK_PRESET, load_history
 
@@ -77,28 +80,41 @@ def _check_transactions(msgs: list[Any]) -> dict[str, Any]:
     return txs
 
 
-def test_live_transactions_and_labels(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(need=("kafka",))
-    opts = ProducerOptions(
+def _live_opts(settings: Settings, **kwargs: Any) -> ProducerOptions:
+    return ProducerOptions(
         bootstrap=settings.kafka_bootstrap,
         topic_transactions=settings.topic_transactions,
         topic_labels=settings.topic_labels,
-        rate=4_000,
-        duration=3.0,
+        **kwargs,
     )
-    # 0.01 s per simulated day: genuine labels follow after 0.07 s, frauds a median 0.03 s (cap 0.6 s).
-    source = LiveSource(n_cards=500, n_terminals=200, seed=1, label_delay_scale=0.01)
-    summary = asyncio.run(run(source, opts))
+
+
+def test_live_transactions_and_labels(make_settings: Callable[..., Settings]) -> None:
+    """A fixed rate: the simulated clock follows the events; a label goes out once the transactions sent
+    before it have reached its reported_at (4,000 tx/s of 500 cards is ~3 simulated days a second)."""
+    settings = make_settings(need=("kafka",))
+    simulator = LiveSimulator(n_cards=500, n_terminals=200, seed=1)
+    source = LiveSource(simulator)
+    summary = asyncio.run(run(source, _live_opts(settings, rate=4_000, duration=3.0)))
     sent_tx = summary.sent[settings.topic_transactions]
     sent_labels = summary.sent[settings.topic_labels]
     assert sent_tx == summary.generated and 10_000 <= sent_tx <= 12_100
     assert sent_labels + summary.labels_pending == sent_tx
+    assert sent_labels > 0.2 * sent_tx  # genuine labels (7 simulated days) have come due
     assert not summary.errors
 
-    txs = _check_transactions(consume(settings.kafka_bootstrap, settings.topic_transactions, sent_tx))
+    tx_msgs = consume(settings.kafka_bootstrap, settings.topic_transactions, sent_tx)
+    txs = _check_transactions(tx_msgs)
     assert len(txs) == sent_tx
+    assert min(t.event_time for t in txs.values()) >= simulator.start  # continues where history ends
     labels = consume(settings.kafka_bootstrap, settings.topic_labels, sent_labels)
     assert len(labels) == sent_labels
+    # The simulated clock at each Kafka timestamp: the latest event_time produced up to then.
+    produced = sorted(
+        (m.timestamp()[1], txs[parse_transaction(m.value()).transaction_id].event_time) for m in tx_msgs
+    )
+    stamps = [ts for ts, _ in produced]
+    reached = list(itertools.accumulate((et for _, et in produced), max))
     for msg in labels:
         label = parse_label(msg.value())
         assert msg.key() == label.transaction_id.encode()
@@ -108,8 +124,52 @@ def test_live_transactions_and_labels(make_settings: Callable[..., Settings]) ->
             tx.terminal_id,
             tx.event_time,
         )
-        assert label.reported_at >= tx.event_time
+        assert label.reported_at > tx.event_time
+        clock = reached[bisect.bisect_right(stamps, msg.timestamp()[1]) - 1]
+        assert label.reported_at <= clock, "a label was sent before the simulated clock reached reported_at"
     assert any(parse_label(m.value()).is_fraud for m in labels)
+
+
+def test_live_simulated_clock_with_speedup(make_settings: Callable[..., Settings]) -> None:
+    """Paced by the clock (2 simulated days per second): event_time is simulated time, the Kafka record
+    timestamp stays the real produce time, and every record left no earlier than the clock reached it."""
+    settings = make_settings(need=("kafka",))
+    speedup = 2 * 86_400.0
+    simulator = LiveSimulator(n_cards=500, n_terminals=200, seed=2)
+    source = LiveSource(simulator, speedup=speedup)
+    wall_before = time.time()
+    summary = asyncio.run(run(source, _live_opts(settings, rate=0, speedup=speedup, duration=5.0)))
+    wall_after = time.time()
+    assert not summary.errors
+    sent_tx, sent_labels = summary.sent[settings.topic_transactions], summary.sent[settings.topic_labels]
+    # ~1,250 transactions a simulated day: about 10 days in 5 s (less the broker round trips).
+    assert 7_000 <= sent_tx <= 14_000 and sent_labels > 0
+    wall0 = source.clock.wall0
+    assert wall0 is not None
+
+    def clock_at(kafka_ms: int) -> datetime:
+        # Kafka timestamps are whole milliseconds (rounded down): allow one millisecond of simulated time.
+        return simulator.start + timedelta(seconds=(kafka_ms / 1000 + 0.001 - wall0) * speedup)
+
+    tx_msgs = consume(settings.kafka_bootstrap, settings.topic_transactions, sent_tx)
+    txs = _check_transactions(tx_msgs)
+    assert len(txs) == sent_tx
+    for msg in tx_msgs:
+        kafka_ms = msg.timestamp()[1]
+        assert wall_before - 1 <= kafka_ms / 1000 <= wall_after + 1  # the real produce time
+        event_time = txs[parse_transaction(msg.value()).transaction_id].event_time
+        assert simulator.start <= event_time <= clock_at(kafka_ms)
+    span = max(t.event_time for t in txs.values()) - simulator.start
+    assert timedelta(days=7) < span <= timedelta(days=10.5)
+    labels = consume(settings.kafka_bootstrap, settings.topic_labels, sent_labels)
+    assert len(labels) == sent_labels
+    for msg in labels:
+        label = parse_label(msg.value())
+        assert label.reported_at <= clock_at(msg.timestamp()[1]), "label sent before its reported_at"
+        assert txs[label.transaction_id].event_time < label.reported_at
+    # What was still pending at the stop was not yet due on the simulated clock.
+    assert summary.labels_pending == sent_tx - sent_labels
+    assert summary.sim_clock_ns is not None
 
 
 def test_replay_history_in_event_time_order(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
@@ -179,7 +239,7 @@ def _sent(text: str, topic: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def test_cli_sigterm_flushes_and_exits_zero(make_settings: Callable[..., Settings]) -> None:
+def test_cli_sigterm_flushes_and_exits_zero(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings(need=("kafka",))
     env = {
         **os.environ,
@@ -198,6 +258,8 @@ def test_cli_sigterm_flushes_and_exits_zero(make_settings: Callable[..., Setting
         "300",
         "--terminals",
         "100",
+        "--history",
+        str(tmp_path / "no-history"),
     ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -1,27 +1,41 @@
-"""The transaction simulator: determinism, scenarios and their rates, labels and their delays, schema."""
+"""The transaction simulator: determinism, scenarios and their rates, labels and their delays, schema; and the
+simulated clock live traffic runs on (the live simulator and the producer's sources, driven without sleeping)."""
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pandas as pd
 import pytest
+from scipy.stats import ks_2samp
 
 from fraudwatch.events import Label, Transaction
 from fraudwatch.simulator import (
     EVENT_COLUMNS,
     LABEL_COLUMNS,
+    NS_PER_S,
     SCENARIOS,
     TRANSACTION_COLUMNS,
+    CompromisedWindows,
     LabelDelays,
+    LiveBatch,
     LiveSimulator,
     ScenarioRates,
     SimulatedHistory,
     main,
+    read_spec,
     simulate,
 )
+from fraudwatch_producer.__main__ import build_parser, plan_live
+from fraudwatch_producer.sources import LiveSource, Records, ReplaySource
+
+NS_PER_DAY = 86_400 * NS_PER_S
 
 DAYS, CARDS, TERMINALS = 60, 3_000, 1_000
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -150,27 +164,24 @@ def test_cards_shop_near_home(history: SimulatedHistory) -> None:
 
 def test_live_batches_validate_and_labels_match() -> None:
     live = LiveSimulator(n_cards=500, n_terminals=200, seed=3, id_prefix="tx-t-")
-    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
     seen: set[str] = set()
-    last = None
-    for i in range(5):
-        batch = live.next_batch(3_000, now + timedelta(seconds=i))  # more than a simulated day of 500 cards
-        assert len(batch.transactions) == len(batch.labels) == len(batch.label_delay_days) == 3_000
+    last = live.start
+    for _ in range(5):
+        batch = live.next_batch(3_000)  # more than a simulated day of 500 cards
+        assert len(batch.transactions) == len(batch.labels) == len(batch.reported_at_ns) == 3_000
         for tx, label, key in zip(batch.transactions, batch.labels, batch.card_ids, strict=True):
             parsed = Transaction.model_validate_json(orjson.dumps(tx))
             assert not (parsed.model_extra or {})
+            lab = Label.model_validate_json(orjson.dumps(label))
             assert key == tx["card_id"] == label["card_id"]
             assert label["transaction_id"] == tx["transaction_id"]
+            assert lab.event_time == parsed.event_time < lab.reported_at
             assert tx["transaction_id"] not in seen
             seen.add(tx["transaction_id"])
-            t = parsed.event_time
-            assert t <= now + timedelta(seconds=i)
-            assert t >= now + timedelta(seconds=i - 1)
-            if last is not None:
-                assert t >= last
-            last = t
-        assert (batch.label_delay_days > 0).all()
+            assert parsed.event_time >= last  # simulated event-time order
+            last = parsed.event_time
         assert ((batch.scenarios > 0) == np.array([lb["is_fraud"] for lb in batch.labels])).all()
+    assert last > live.start + timedelta(days=4)  # 15,000 events of 500 cards: about 12 simulated days
 
 
 def test_live_uses_the_same_scenarios() -> None:
@@ -191,3 +202,238 @@ def test_cli_writes_parquet(tmp_path) -> None:  # type: ignore[no-untyped-def]
     expected = simulate(3, 200, 100, seed=4).transactions
     assert len(tx) == len(expected)
     assert (tx["transaction_id"] == expected["transaction_id"]).all()
+
+
+# --- The simulated clock: live traffic continues the history (simulator and producer sources) ----------------
+
+
+def _frame(batches: list[LiveBatch]) -> pd.DataFrame:
+    """Live batches as a history-like frame (the columns the comparisons need)."""
+    txs = [tx for b in batches for tx in b.transactions]
+    return pd.DataFrame(
+        {
+            "event_time": pd.to_datetime(np.concatenate([b.event_time_ns for b in batches]), utc=True),
+            "card_id": [tx["card_id"] for tx in txs],
+            "terminal_id": [tx["terminal_id"] for tx in txs],
+            "channel": [tx["channel"] for tx in txs],
+            "country": [tx["country"] for tx in txs],
+            "fraud_scenario": np.concatenate([b.scenarios for b in batches]),
+        }
+    )
+
+
+def _live_days(live: LiveSimulator, days: int) -> pd.DataFrame:
+    """Every live transaction of the first ``days`` simulated days, pulled a simulated hour at a time."""
+    batches = []
+    for hour in range(1, days * 24 + 1):
+        batches.append(live.next_batch(1_000_000, until_ns=live.start_ns + hour * 3_600 * NS_PER_S))
+    return _frame(batches)
+
+
+@pytest.fixture(scope="module")
+def live_continuation(history: SimulatedHistory) -> pd.DataFrame:
+    """As many simulated days of live traffic as the history, continuing it."""
+    return _live_days(LiveSimulator.continuing(history.spec), DAYS)
+
+
+def test_live_continues_the_history_population_and_time(tmp_path: Path) -> None:
+    hist = simulate(10, 400, 150, seed=9, start=START)
+    hist.write(tmp_path)
+    spec = read_spec(tmp_path)
+    assert spec is not None and read_spec(tmp_path / "nowhere") is None
+    assert (spec.seed, spec.n_cards, spec.n_terminals, spec.end) == (9, 400, 150, START + timedelta(days=10))
+    assert (spec.open_compromised.terminal == hist.spec.open_compromised.terminal).all()
+    assert (spec.open_compromised.end_ns == hist.spec.open_compromised.end_ns).all()
+    live = LiveSimulator.continuing(spec)
+    pop, hpop = live.population, hist.population
+    assert (pop.card_ids == hpop.card_ids).all() and (pop.candidates == hpop.candidates).all()
+    assert np.array_equal(pop.amount_mu, hpop.amount_mu) and np.array_equal(pop.terminal_xy, hpop.terminal_xy)
+    batch = live.next_batch(2_000)
+    first = pd.Timestamp(batch.event_time_ns[0], tz="UTC")
+    assert spec.end <= first < spec.end + timedelta(hours=1)
+    assert (np.diff(batch.event_time_ns) >= 0).all()
+    # The live day is a new day, not a repeat of the history's first day.
+    day0 = hist.transactions[hist.transactions["event_time"] < START + timedelta(days=1)]
+    assert day0["card_id"].head(50).tolist() != batch.card_ids[:50]
+
+
+def test_live_stream_depends_on_the_seed_not_on_pacing() -> None:
+    a = LiveSimulator(300, 100, seed=4, id_prefix="tx-a-")
+    b = LiveSimulator(300, 100, seed=4, id_prefix="tx-a-")
+    by_count = [a.next_batch(777) for _ in range(8)]
+    by_clock = []
+    while sum(len(x) for x in by_clock) < 777 * 8:
+        by_clock.append(b.next_batch(10**6, until_ns=b.next_time_ns() + 1_800 * NS_PER_S))
+    x = [tx for batch in by_count for tx in batch.transactions]
+    y = [tx for batch in by_clock for tx in batch.transactions][: len(x)]
+    assert x == y
+    assert [lb for batch in by_count for lb in batch.labels] == [
+        lb for batch in by_clock for lb in batch.labels
+    ][: len(x)]
+
+
+def test_live_inter_arrival_hours_and_weekdays_are_those_of_the_history(
+    history: SimulatedHistory, live_continuation: pd.DataFrame
+) -> None:
+    """Per-card gaps: two-sample KS distance below 0.02 and the 1/10/50/90 % quantiles within 5 %;
+    hour-of-day shares and weekday shares of the mean daily volume within 0.5 / 1 percentage point."""
+    hist, live = history.transactions, live_continuation
+
+    def gaps(tx: pd.DataFrame) -> npt.NDArray[np.float64]:
+        t = tx.sort_values(["card_id", "event_time"], kind="stable")
+        return t.groupby("card_id")["event_time"].diff().dt.total_seconds().dropna().to_numpy()
+
+    gh, gl = gaps(hist), gaps(live)
+    assert ks_2samp(gh, gl).statistic < 0.02
+    q = [0.01, 0.1, 0.5, 0.9]
+    assert np.allclose(np.quantile(gl, q), np.quantile(gh, q), rtol=0.05)
+    # Under a minute between a card's transactions is as rare live as in the history (it was 60 % live).
+    assert abs((gl < 60).mean() - (gh < 60).mean()) < 0.002
+    hours = [f["event_time"].dt.hour.value_counts(normalize=True).sort_index() for f in (hist, live)]
+    assert (hours[0] - hours[1]).abs().max() < 0.005
+    # Weekdays: mean transactions per calendar day of each weekday (60 days is no whole number of weeks).
+    weekdays = []
+    for f in (hist, live):
+        per_day = f.groupby(f["event_time"].dt.floor("D")).size()
+        mean = per_day.groupby(per_day.index.dayofweek).mean()
+        weekdays.append(mean / mean.sum())
+    assert (weekdays[0] - weekdays[1]).abs().max() < 0.01
+
+
+def _rows_per_incident(history: SimulatedHistory, scenario: int) -> npt.NDArray[np.int64]:
+    """Transactions each incident of ``scenario`` produced in the history (compromised terminals: inside
+    their window at their terminal; bursts: the incident's card between its start and end)."""
+    tx, inc = history.transactions, history.incidents[history.incidents["scenario"] == scenario]
+    of = tx[tx["fraud_scenario"] == scenario]
+    key = "terminal_id" if scenario == 2 else "card_id"
+    sizes = [
+        int(((of[key] == row[key]) & of["event_time"].between(row["start"], row["end"])).sum())
+        for _, row in inc.iterrows()
+    ]
+    return np.maximum(np.array(sizes, dtype=np.int64), 1)
+
+
+def test_scenario_rates_live_vs_history(history: SimulatedHistory, live_continuation: pd.DataFrame) -> None:
+    """Fraud rows per scenario, live vs history over as many days: frauds come in incidents (a compromised
+    terminal yields tens of rows), so the counts are compound Poisson; the tolerance is 4 standard
+    deviations of the difference, var = rows x E[size^2] / E[size] from the history's own incident sizes."""
+    hist, live = history.transactions, live_continuation
+    for scenario in (1, 2, 3, 4, 5):
+        sizes = _rows_per_incident(history, scenario) if scenario in (2, 3, 4) else np.ones(1)
+        dispersion = float((sizes**2).mean() / sizes.mean())
+        h = (hist["fraud_scenario"] == scenario).sum() / len(hist) * len(live)  # scaled to the live size
+        got = (live["fraud_scenario"] == scenario).sum()
+        sd = np.sqrt((h + got) * dispersion)
+        assert abs(got - h) <= 4 * sd + 1, (SCENARIOS[scenario], got, h, sd)
+    # The day-at-a-time cut used to leave 1.4 compromised-terminal frauds per 10k live (10.6 in history).
+    per_10k = {
+        name: (frame["fraud_scenario"] == 2).mean() * 1e4 for name, frame in (("hist", hist), ("live", live))
+    }
+    assert per_10k["live"] > 0.5 * per_10k["hist"], per_10k
+
+
+def test_compromised_terminal_stays_compromised_across_simulated_midnights() -> None:
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    probe = LiveSimulator(600, 200, seed=6, start=start)
+    busiest = int(np.bincount(probe.population.candidates[:, :4].ravel()).argmax())  # a much-used terminal
+    t0 = probe.start_ns
+    window = CompromisedWindows(
+        np.array([busiest]),
+        np.array([t0 - 2 * NS_PER_DAY]),
+        np.array([t0 + 3 * NS_PER_DAY + NS_PER_DAY // 2]),
+    )
+    live = LiveSimulator(600, 200, seed=6, start=start, open_compromised=window)
+    tx = _live_days(live, 6)
+    at = tx[tx["terminal_id"] == live.population.terminal_ids[busiest]]
+    end = pd.Timestamp(int(window.end_ns[0]), tz="UTC")
+    inside, after = at[at["event_time"] < end], at[at["event_time"] >= end]
+    assert inside["event_time"].dt.date.nunique() == 4  # four simulated days, cut at no midnight
+    assert (inside["fraud_scenario"] > 0).all() and (inside["fraud_scenario"] == 2).mean() > 0.9
+    assert len(after) > 0 and (after["fraud_scenario"] != 2).all()
+
+
+def _parse(records: Records, model: type[Transaction] | type[Label]) -> list[Any]:
+    return [model.model_validate_json(v) for v in records.values]
+
+
+def test_paced_clock_sends_events_and_labels_when_simulated_time_reaches_them() -> None:
+    """Driven with injected wall times (no sleeping): at 3600x each 0.5 s tick is 30 simulated minutes."""
+    source = LiveSource(LiveSimulator(400, 150, seed=2, id_prefix="tx-c-"), speedup=3_600)
+    wall0, start = 1_000.0, source.simulator.start
+    before = start
+    n_tx = n_labels = 0
+    for tick in range(1, 24 * 2 * 9 + 1):  # 9 simulated days: genuine labels (7 days) are due by the end
+        wall = wall0 + 0.5 * (tick - 1)
+        clock = start + timedelta(seconds=0.5 * (tick - 1) * 3_600)
+        assert source.clock.now_ns(wall) == int(clock.timestamp() * 1e9)
+        txs = _parse(source.next(10**6, wall), Transaction)
+        labels = _parse(source.due_labels(wall), Label)
+        # Exactly the events the clock has reached since the previous tick, and every label whose
+        # reported_at it passed: none early, none held back.
+        assert all(before < t.event_time <= clock for t in txs[1:]) and all(
+            t.event_time <= clock for t in txs
+        )
+        assert all(before < lb.reported_at <= clock for lb in labels)
+        assert source.simulator.next_time_ns() > int(clock.timestamp() * 1e9)
+        n_tx, n_labels, before = n_tx + len(txs), n_labels + len(labels), clock
+    assert n_tx > 5_000 and n_labels > 0.15 * n_tx
+    assert len(source.pending) == n_tx - n_labels
+    assert source.lag_seconds(wall) == 0.0
+
+
+def test_event_driven_clock_follows_the_events_at_a_fixed_rate() -> None:
+    source = LiveSource(LiveSimulator(400, 150, seed=2), speedup=0)
+    sent: list[Transaction] = []
+    released: list[Label] = []
+    for step in range(200):
+        sent += _parse(source.next(250, 5.0 + step), Transaction)  # a fixed 250 per call, whatever the hour
+        clock = sent[-1].event_time
+        assert source.clock.now_ns(0.0) == int(clock.timestamp() * 1e6) * 1000
+        released += _parse(source.due_labels(0.0), Label)
+        assert all(lb.reported_at <= clock for lb in released)
+    assert len(sent) == 50_000 and len(released) > 0
+    by_id = {t.transaction_id: t for t in sent}
+    assert all(by_id[lb.transaction_id].event_time < lb.reported_at for lb in released)
+
+
+def test_replay_uses_the_same_clock(history: SimulatedHistory) -> None:
+    frame = history.transactions.head(20_000)
+    source = ReplaySource(frame, speedup=3_600)
+    start = frame["event_time"].iloc[0]
+    got = 0
+    for tick in range(1, 40):
+        wall = 50.0 + tick - 1
+        clock = start + timedelta(hours=tick - 1)
+        txs = _parse(source.next(10**6, wall), Transaction)
+        got += len(txs)
+        assert all(t.event_time <= clock for t in txs)
+        assert got == (frame["event_time"] <= clock).sum()
+        assert all(lb.reported_at <= clock for lb in _parse(source.due_labels(wall), Label))
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_producer_plan_continues_the_written_history_and_derives_rate_or_speedup(tmp_path: Path) -> None:
+    simulate(7, 300, 100, seed=5, start=START).write(tmp_path)
+    plan = plan_live(_args("--speedup", "3600"), tmp_path)
+    live = plan.simulator
+    assert (live.seed, live.population.n_cards, live.start) == (5, 300, START + timedelta(days=7))
+    per_second = live.expected_per_day() / 86_400
+    assert plan.speedup == 3_600 and plan.rate == pytest.approx(3_600 * per_second)
+    by_rate = plan_live(_args("--rate", "50"), tmp_path)
+    assert by_rate.speedup == 0 and by_rate.derived_speedup == pytest.approx(50 / per_second)
+    assert plan_live(_args(), tmp_path).rate == 5_000  # the documented default pace
+    # Without a written history: the `make data` defaults (seed 0, never a random population).
+    default = plan_live(_args("--rate", "10"), tmp_path / "none").simulator
+    assert (default.seed, default.population.n_cards, default.start) == (0, 5_000, START + timedelta(days=60))
+    other = plan_live(_args("--seed", "6"), tmp_path)
+    assert any("NOT" in note for note in other.notes)
+    with pytest.raises(ValueError, match="not both"):
+        plan_live(_args("--rate", "10", "--speedup", "60"), tmp_path)
+
+
+def test_expected_per_day_matches_the_simulated_volume(history: SimulatedHistory) -> None:
+    live = LiveSimulator.continuing(history.spec)
+    assert len(history.transactions) / DAYS == pytest.approx(live.expected_per_day(), rel=0.02)

@@ -40,12 +40,17 @@ Labels
     Every transaction gets a label. A fraud is reported after a lognormal delay: median 3 days, sigma 1.0
     (log-days), capped at 60 days. A genuine transaction is confirmed (is_fraud false) after a fixed
     settlement delay of 7 days. Labels may be reported after the end of the simulated history: consumers
-    filter on ``reported_at``. Live, delays are in simulated days; the producer scales them to real time.
+    filter on ``reported_at``. Live, labels carry their simulated ``reported_at`` too.
+
+Live traffic (:class:`LiveSimulator`) continues a history on simulated time: the same population (the
+history's seed and sizes, recorded in ``simulation.json`` by :meth:`SimulatedHistory.write`), from where
+the history ends, with incidents that span simulated days. The producer's clock paces it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -62,14 +67,18 @@ __all__ = [
     "LABEL_COLUMNS",
     "SCENARIOS",
     "SCENARIO_IDS",
+    "SPEC_FILE",
     "TRANSACTION_COLUMNS",
+    "CompromisedWindows",
     "LabelDelays",
     "LiveBatch",
     "LiveSimulator",
     "Population",
     "ScenarioRates",
     "SimulatedHistory",
+    "SimulationSpec",
     "build_population",
+    "read_spec",
     "simulate",
 ]
 
@@ -292,6 +301,41 @@ def build_population(n_cards: int, n_terminals: int, rng: np.random.Generator) -
     )
 
 
+@dataclass(frozen=True)
+class CompromisedWindows:
+    """Compromised-terminal incidents as parallel arrays: terminal index, start and end (ns since the epoch)."""
+
+    terminal: IntArray
+    start_ns: IntArray
+    end_ns: IntArray
+
+    @staticmethod
+    def empty() -> CompromisedWindows:
+        none = np.zeros(0, dtype=np.int64)
+        return CompromisedWindows(none, none, none)
+
+    @staticmethod
+    def from_incidents(incidents: pd.DataFrame) -> CompromisedWindows:
+        comp = incidents[incidents["scenario"] == SCENARIO_IDS["compromised_terminal"]]
+        return CompromisedWindows(
+            comp["terminal"].to_numpy(np.int64),
+            comp["start_ns"].to_numpy(np.int64),
+            comp["end_ns"].to_numpy(np.int64),
+        )
+
+    def open_after(self, t_ns: int) -> CompromisedWindows:
+        """The windows still open at ``t_ns`` (they go on hitting later transactions)."""
+        keep = self.end_ns > t_ns
+        return CompromisedWindows(self.terminal[keep], self.start_ns[keep], self.end_ns[keep])
+
+    def __add__(self, other: CompromisedWindows) -> CompromisedWindows:
+        return CompromisedWindows(
+            np.concatenate([self.terminal, other.terminal]),
+            np.concatenate([self.start_ns, other.start_ns]),
+            np.concatenate([self.end_ns, other.end_ns]),
+        )
+
+
 @dataclass
 class _Columns:
     """Simulated transactions as parallel arrays (unsorted until :meth:`sorted`)."""
@@ -373,9 +417,20 @@ def _burst_end(t0: IntArray, inc: IntArray, off: IntArray) -> IntArray:
 
 
 def _apply_fraud(
-    pop: Population, base: _Columns, rng: np.random.Generator, rates: ScenarioRates, start_ns: int, days: int
+    pop: Population,
+    base: _Columns,
+    rng: np.random.Generator,
+    rates: ScenarioRates,
+    start_ns: int,
+    days: int,
+    carried: CompromisedWindows | None = None,
 ) -> tuple[_Columns, pd.DataFrame]:
-    """Turn some genuine transactions into fraud and inject fraud bursts; returns rows and incidents."""
+    """Turn some genuine transactions into fraud and inject fraud bursts; returns rows and incidents.
+
+    ``carried`` are compromised-terminal windows opened before ``start_ns`` and still open: the live
+    simulator runs a day at a time, and an incident of 2-14 days must keep hitting the following days
+    (they are applied here but not listed again among the incidents).
+    """
     incidents: list[pd.DataFrame] = []
     ecom = np.flatnonzero(pop.terminal_channel == _ECOM)
     home_term = pop.terminal_country < _N_HOME
@@ -394,8 +449,13 @@ def _apply_fraud(
     c_start = _incident_times(rng, n_comp, start_ns, days)
     c_len = rng.uniform(rates.compromised_min_days, rates.compromised_max_days, n_comp)
     c_end = c_start + (c_len * NS_PER_DAY).astype(np.int64)
-    order = np.argsort(c_term, kind="stable")
-    st, ss, se = c_term[order], c_start[order], c_end[order]
+    all_term, all_start, all_end = c_term, c_start, c_end
+    if carried is not None and len(carried.terminal):
+        all_term = np.concatenate([carried.terminal, c_term])
+        all_start = np.concatenate([carried.start_ns, c_start])
+        all_end = np.concatenate([carried.end_ns, c_end])
+    order = np.argsort(all_term, kind="stable")
+    st, ss, se = all_term[order], all_start[order], all_end[order]
     lo = np.searchsorted(st, base.terminal, side="left")
     hi = np.searchsorted(st, base.terminal, side="right")
     hit = np.zeros(n_base, dtype=bool)
@@ -536,11 +596,83 @@ def _window(
     rates: ScenarioRates,
     start_ns: int,
     days: int,
+    carried: CompromisedWindows | None = None,
 ) -> tuple[_Columns, pd.DataFrame]:
     start_weekday = datetime.fromtimestamp(start_ns / NS_PER_S, UTC).weekday()
     base = _genuine(pop, rng, start_ns, days, start_weekday)
-    cols, incidents = _apply_fraud(pop, base, rng, rates, start_ns, days)
+    cols, incidents = _apply_fraud(pop, base, rng, rates, start_ns, days, carried)
     return cols.sorted(), incidents
+
+
+SPEC_FILE = "simulation.json"
+
+
+def _terminal_index(terminal_id: str) -> int:
+    """``term-000042`` -> 42 (ids are the zero-padded index, see :func:`_ids`)."""
+    return int(terminal_id.rpartition("-")[2])
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """What a history was simulated from: enough to rebuild its population and to continue it live.
+
+    :meth:`SimulatedHistory.write` saves it as ``simulation.json`` next to the Parquet files; the live
+    producer reads it so that its cards and terminals are the trained population (same seed and sizes),
+    its simulated clock starts where the history ends, and terminals compromised at the end of the history
+    stay compromised until their incident ends. Non-default :class:`ScenarioRates` are not recorded.
+    """
+
+    seed: int = 0
+    n_cards: int = 5_000
+    n_terminals: int = 2_000
+    start: datetime = DEFAULT_START
+    days: int = 60
+    open_compromised: CompromisedWindows = field(default_factory=CompromisedWindows.empty, repr=False)
+
+    @property
+    def end(self) -> datetime:
+        """Where the history's simulated time ends and live simulated time begins."""
+        return self.start + timedelta(days=self.days)
+
+    def to_json(self) -> bytes:
+        w = self.open_compromised
+        width = max(6, len(str(max(self.n_terminals - 1, 0))))
+        doc = {
+            "seed": self.seed,
+            "cards": self.n_cards,
+            "terminals": self.n_terminals,
+            "start": self.start.isoformat(),
+            "days": self.days,
+            "end": self.end.isoformat(),
+            "open_compromised": [
+                {"terminal_id": f"term-{t:0{width}d}", "start_ns": s, "end_ns": e}
+                for t, s, e in zip(w.terminal.tolist(), w.start_ns.tolist(), w.end_ns.tolist(), strict=True)
+            ],
+        }
+        return json.dumps(doc, indent=2).encode() + b"\n"
+
+    @staticmethod
+    def from_json(raw: bytes | str) -> SimulationSpec:
+        doc = json.loads(raw)
+        windows = doc.get("open_compromised", [])
+        return SimulationSpec(
+            seed=int(doc["seed"]),
+            n_cards=int(doc["cards"]),
+            n_terminals=int(doc["terminals"]),
+            start=datetime.fromisoformat(doc["start"]),
+            days=int(doc["days"]),
+            open_compromised=CompromisedWindows(
+                np.array([_terminal_index(w["terminal_id"]) for w in windows], dtype=np.int64),
+                np.array([int(w["start_ns"]) for w in windows], dtype=np.int64),
+                np.array([int(w["end_ns"]) for w in windows], dtype=np.int64),
+            ),
+        )
+
+
+def read_spec(data_dir: Path) -> SimulationSpec | None:
+    """The spec of the history written to ``data_dir``, or None when there is none (or no such directory)."""
+    path = data_dir / SPEC_FILE
+    return SimulationSpec.from_json(path.read_bytes()) if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -551,13 +683,16 @@ class SimulatedHistory:
     labels: pd.DataFrame
     incidents: pd.DataFrame
     population: Population = field(repr=False)
+    spec: SimulationSpec = field(default_factory=SimulationSpec)
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
-        """Write ``transactions.parquet`` and ``labels.parquet`` (microsecond UTC timestamps)."""
+        """Write ``transactions.parquet`` and ``labels.parquet`` (microsecond UTC timestamps), and the spec
+        (``simulation.json``) the live producer continues from."""
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = out_dir / "transactions.parquet", out_dir / "labels.parquet"
         for frame, path in zip((self.transactions, self.labels), paths, strict=True):
             frame.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+        (out_dir / SPEC_FILE).write_bytes(self.spec.to_json())
         return paths
 
 
@@ -588,6 +723,14 @@ def simulate(
     pop = build_population(n_cards, n_terminals, rng)
     start_ns = _utc_ns(start)
     cols, incidents = _window(pop, rng, rates, start_ns, days)
+    spec = SimulationSpec(
+        seed,
+        n_cards,
+        n_terminals,
+        start,
+        days,
+        CompromisedWindows.from_incidents(incidents).open_after(start_ns + days * NS_PER_DAY),
+    )
     n = len(cols)
     is_fraud = cols.scenario > 0
     reported_ns = cols.time_ns + (_label_delays(rng, is_fraud, delays) * NS_PER_DAY).astype(np.int64)
@@ -634,96 +777,151 @@ def simulate(
         start=_utc_index(incidents["start_ns"].to_numpy(np.int64)),
         end=_utc_index(incidents["end_ns"].to_numpy(np.int64)),
     )
-    return SimulatedHistory(transactions, labels, incidents, pop)
+    return SimulatedHistory(transactions, labels, incidents, pop, spec)
 
 
 @dataclass(frozen=True)
 class LiveBatch:
-    """Transactions to send now, and their labels with the delay (simulated days) after which to send them.
+    """Transactions in simulated event-time order, and their labels with the simulated time they are reported.
 
-    ``transactions`` are Transaction-shaped dicts (no label fields); ``labels`` are Label-shaped dicts
-    without ``reported_at``: the producer sets it to event_time + delay x its time scale when it sends them.
+    ``transactions`` are Transaction-shaped dicts (no label fields); ``labels`` are Label-shaped dicts, their
+    ``reported_at`` on the same simulated clock as ``event_time``: send each once the clock passes it.
     ``card_ids`` parallels ``transactions`` (the Kafka key); ``scenarios`` is kept for metrics and tests only.
     """
 
     transactions: list[dict[str, Any]]
     card_ids: list[str]
     labels: list[dict[str, Any]]
-    label_delay_days: FloatArray
     event_time_ns: IntArray
+    reported_at_ns: IntArray
     scenarios: npt.NDArray[np.int8]
+
+    def __len__(self) -> int:
+        return len(self.transactions)
+
+
+def _no_columns() -> _Columns:
+    return _Columns(
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.float64),
+        np.zeros(0, np.int8),
+    )
+
+
+_LIVE_STREAM = 1  # spawn key of the live random stream: the history's own draws are not repeated
 
 
 class LiveSimulator:
-    """Endless stream of transactions from the same population and scenarios as :func:`simulate`.
+    """Endless transactions from the same population and scenarios as :func:`simulate`, on simulated time.
 
-    The simulated world runs one day at a time; its events come out in simulated order but are stamped
-    with wall-clock times spread over the interval since the previous batch (never in the future). So the
-    order of each card's transactions and the shape of every scenario are kept, compressed in time.
+    With the history's seed and sizes the population is the history's (the same draws, see
+    :meth:`continuing`); the world then goes on from ``start`` (the end of the history) one simulated day
+    at a time with its own random stream. Events come out in event-time order, stamped with simulated
+    ``event_time``, and every label carries its simulated ``reported_at``: how fast simulated time passes
+    is the caller's business (the producer's clock), so per-card inter-arrival times, hours of day and
+    weekdays are those of the history. Incidents span days as in the history: compromised terminals stay
+    compromised across simulated midnights (those open at the end of the history carry on), and bursts
+    that cross midnight are merged into the next day in order. The stream of events and labels depends
+    only on the seed (and ``id_prefix``), never on batch sizes or pacing.
     """
 
     def __init__(
         self,
         n_cards: int = 5_000,
         n_terminals: int = 2_000,
-        seed: int | None = None,
+        seed: int = 0,
+        start: datetime | None = None,
         rates: ScenarioRates | None = None,
         delays: LabelDelays | None = None,
         id_prefix: str | None = None,
+        open_compromised: CompromisedWindows | None = None,
     ) -> None:
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.population = build_population(n_cards, n_terminals, np.random.default_rng(seed))
+        self._rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_LIVE_STREAM,)))
         self._rates, self._delays = rates or ScenarioRates(), delays or LabelDelays()
-        self.population = build_population(n_cards, n_terminals, self._rng)
         self._prefix = id_prefix or f"tx-{uuid.uuid4().hex[:8]}-"
-        self._sim_start_ns = _utc_ns(DEFAULT_START)
-        self._buffer: _Columns | None = None
+        self.start_ns = _utc_ns(start or SimulationSpec().end)
+        self._horizon_ns = self.start_ns  # everything before it is simulated and final
+        self._open = open_compromised if open_compromised is not None else CompromisedWindows.empty()
+        self._spill = _no_columns()  # simulated events at or after the horizon (bursts crossing midnight)
+        self._ready = _no_columns()  # final events in event-time order; the next one is at _pos
+        self._ready_reported = np.zeros(0, np.int64)
         self._pos = 0
         self._serial = 0
-        self._last_ns: int | None = None
 
-    def _refill(self, need: int) -> None:
-        parts: list[_Columns] = []
-        if self._buffer is not None and self._pos < len(self._buffer):
-            parts.append(self._buffer.take(np.arange(self._pos, len(self._buffer))))
-        have = sum(len(p) for p in parts)
-        while have < need:
-            cols, _ = _window(self.population, self._rng, self._rates, self._sim_start_ns, 1)
-            self._sim_start_ns += NS_PER_DAY
-            parts.append(cols)
-            have += len(cols)
-        self._buffer, self._pos = _Columns.concat(parts), 0
+    @classmethod
+    def continuing(cls, spec: SimulationSpec, **kwargs: Any) -> LiveSimulator:
+        """The live continuation of the history ``spec`` describes (its population, from its end on)."""
+        return cls(
+            spec.n_cards,
+            spec.n_terminals,
+            spec.seed,
+            start=spec.end,
+            open_compromised=spec.open_compromised,
+            **kwargs,
+        )
 
-    def next_batch(self, n: int, now: datetime | float | None = None) -> LiveBatch:
-        """The next ``n`` transactions, stamped between the previous call and ``now`` (UTC)."""
-        if n < 1:
-            raise ValueError("n must be >= 1")
-        if now is None:
-            now_ns = time.time_ns()
-        elif isinstance(now, datetime):
-            now_ns = _utc_ns(now)
-        else:
-            now_ns = int(now * NS_PER_S)
-        if self._buffer is None or len(self._buffer) - self._pos < n:
-            self._refill(n)
-        assert self._buffer is not None
-        cols = self._buffer.take(np.arange(self._pos, self._pos + n))
-        self._pos += n
-        # Spread over (previous now, now], at most 1 s back, monotone and never before the previous batch.
-        lo = now_ns - NS_PER_S if self._last_ns is None else max(self._last_ns, now_ns - NS_PER_S)
-        lo = min(lo, now_ns)
-        t_ns = lo + ((np.arange(1, n + 1) / n) * (now_ns - lo)).astype(np.int64)
-        if self._last_ns is not None:
-            t_ns = np.maximum(t_ns, self._last_ns)
-        t_ns -= t_ns % 1000
-        self._last_ns = int(t_ns[-1])
-        return self._to_batch(cols, t_ns)
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.start_ns / NS_PER_S, UTC)
 
-    def _to_batch(self, cols: _Columns, t_ns: IntArray) -> LiveBatch:
+    def expected_per_day(self) -> float:
+        """Mean transactions per simulated day over a week: the population's activity plus injected fraud.
+
+        The producer turns a speed-up into an event rate (and a rate into a speed-up) with it.
+        """
+        pop, r = self.population, self._rates
+        week = _WEEKDAY_FACTOR[:5].sum() + _WEEKDAY_FACTOR[5:].sum() * pop.weekend_factor
+        genuine = float((pop.daily_rate * week).sum() / 7.0)
+        injected = pop.n_cards * (r.account_takeover * 7.0 + r.card_testing * 11.0 + r.impossible_travel)
+        return genuine + injected
+
+    def next_time_ns(self) -> int:
+        """Simulated event_time of the next transaction."""
+        while self._pos >= len(self._ready):
+            self._simulate_day()
+        return int(self._ready.time_ns[self._pos])
+
+    def _simulate_day(self) -> None:
+        cols, incidents = _window(self.population, self._rng, self._rates, self._horizon_ns, 1, self._open)
+        self._horizon_ns += NS_PER_DAY
+        self._open = (self._open + CompromisedWindows.from_incidents(incidents)).open_after(self._horizon_ns)
+        merged = _Columns.concat([self._spill, cols]).sorted()
+        cut = int(np.searchsorted(merged.time_ns, self._horizon_ns, side="left"))
+        final, self._spill = merged.take(np.arange(cut)), merged.take(np.arange(cut, len(merged)))
+        delay_ns = (_label_delays(self._rng, final.scenario > 0, self._delays) * NS_PER_DAY).astype(np.int64)
+        reported = final.time_ns + delay_ns
+        reported -= reported % 1000
+        rest = np.arange(self._pos, len(self._ready))
+        self._ready = _Columns.concat([self._ready.take(rest), final])
+        self._ready_reported = np.concatenate([self._ready_reported[rest], reported])
+        self._pos = 0
+
+    def next_batch(self, n: int, until_ns: int | None = None) -> LiveBatch:
+        """The next transactions in event-time order: at most ``n``, and with ``until_ns`` only those whose
+        simulated event_time is not after it (possibly none)."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        # Simulate until n events are final, or until everything up to until_ns is (later days start later).
+        while len(self._ready) - self._pos < n and (until_ns is None or self._horizon_ns <= until_ns):
+            self._simulate_day()
+        end = min(self._pos + n, len(self._ready))
+        if until_ns is not None:
+            end = max(self._pos, min(end, int(np.searchsorted(self._ready.time_ns, until_ns, side="right"))))
+        idx = np.arange(self._pos, end)
+        self._pos = end
+        return self._to_batch(self._ready.take(idx), self._ready_reported[idx])
+
+    def _to_batch(self, cols: _Columns, reported_ns: IntArray) -> LiveBatch:
         pop, n = self.population, len(cols)
         serial = np.arange(self._serial, self._serial + n)
         self._serial += n
         tx_ids = [self._prefix + str(s) for s in serial.tolist()]
-        times = [s + "Z" for s in np.datetime_as_string(t_ns.view("datetime64[ns]"), unit="us").tolist()]
+        times = _rfc3339(cols.time_ns)
+        reported = _rfc3339(reported_ns)
         card_ids = pop.card_ids[cols.card].tolist()
         terminal_ids = pop.terminal_ids[cols.terminal].tolist()
         amounts = cols.amount.tolist()
@@ -746,21 +944,32 @@ class LiveSimulator:
                 tx_ids, times, card_ids, terminal_ids, amounts, mcc, channel, country, strict=True
             )
         ]
-        is_fraud = cols.scenario > 0
         labels = [
-            {"transaction_id": t, "card_id": c, "terminal_id": term, "event_time": et, "is_fraud": f}
-            for t, c, term, et, f in zip(
-                tx_ids, card_ids, terminal_ids, times, is_fraud.tolist(), strict=True
+            {
+                "transaction_id": t,
+                "card_id": c,
+                "terminal_id": term,
+                "event_time": et,
+                "is_fraud": f,
+                "reported_at": r,
+            }
+            for t, c, term, et, f, r in zip(
+                tx_ids, card_ids, terminal_ids, times, (cols.scenario > 0).tolist(), reported, strict=True
             )
         ]
         return LiveBatch(
             transactions=transactions,
             card_ids=card_ids,
             labels=labels,
-            label_delay_days=_label_delays(self._rng, is_fraud, self._delays),
-            event_time_ns=t_ns,
+            event_time_ns=cols.time_ns,
+            reported_at_ns=reported_ns,
             scenarios=cols.scenario,
         )
+
+
+def _rfc3339(ns: IntArray) -> list[str]:
+    """RFC 3339 UTC strings with microseconds (what Parquet, Spark and the events keep)."""
+    return [s + "Z" for s in np.datetime_as_string(ns.view("datetime64[ns]"), unit="us").tolist()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -792,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(tx):,} transactions ({tx['is_fraud'].mean():.3%} fraud: {mix}) over {args.days} days "
         f"from {start.date()} to {end} in {time.perf_counter() - t0:.1f}s"
     )
-    for p in paths:
+    for p in (*paths, args.out / SPEC_FILE):
         print(p)
     return 0
 

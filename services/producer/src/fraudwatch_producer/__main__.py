@@ -6,14 +6,19 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
 from fraudwatch.config import get_settings
+from fraudwatch.simulator import LiveSimulator, SimulationSpec, read_spec
 from fraudwatch_producer.metrics import ProducerMetrics
 from fraudwatch_producer.producer import ProducerOptions, RunSummary, run
 from fraudwatch_producer.sources import PRESETS, LiveSource, ReplaySource, load_history
+
+DEFAULT_RATE = 5_000.0
 
 
 def _mapping(items: list[str]) -> dict[str, str]:
@@ -32,25 +37,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream live simulated transactions (or replay a history) to Kafka, and their labels later.",
     )
     p.add_argument(
-        "--rate", type=float, default=5_000.0, help="transactions per second (0: as fast as possible)"
+        "--rate",
+        type=float,
+        default=None,
+        help=f"live: a constant {DEFAULT_RATE:,.0f} transactions per second unless given (0: as fast as "
+        "possible); the simulated clock follows the events and the speed-up this means is reported. "
+        "Not with --speedup. Ignored for --replay",
+    )
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=None,
+        help="simulated seconds per wall second (3600: one simulated hour a second). Live: the event rate "
+        "then follows the simulated activity (reported); replay: 0 or unset = as fast as possible",
     )
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until stopped)")
     p.add_argument("--max-events", type=int, default=None, help="stop after this many transactions")
-    p.add_argument("--cards", type=int, default=5_000)
-    p.add_argument("--terminals", type=int, default=2_000)
-    p.add_argument("--seed", type=int, default=None)
     p.add_argument(
-        "--label-delay-scale",
-        type=float,
-        default=1.0,
-        help="real seconds per simulated day of label delay (default 1: genuine labels after 7 s, "
-        "frauds a median 3 s)",
+        "--history",
+        type=Path,
+        default=None,
+        help="live: continue the history `make data` wrote here (its simulation.json: seed, population, "
+        "end time, open incidents); default <FRAUDWATCH_LOCAL_DIR>/data, else the `make data` defaults",
     )
+    p.add_argument("--cards", type=int, default=None, help="default: the history's")
+    p.add_argument("--terminals", type=int, default=None, help="default: the history's")
+    p.add_argument("--seed", type=int, default=None, help="default: the history's (0 without one)")
+    # Before the simulated clock, labels were due `delay x scale` wall seconds after their transaction.
+    p.add_argument("--label-delay-scale", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-labels", action="store_true", help="do not send labels")
     p.add_argument("--replay", type=Path, default=None, help="replay this Parquet/CSV history instead")
-    p.add_argument(
-        "--speedup", type=float, default=0.0, help="replay speed-up over event time (0: max speed)"
-    )
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default=None, help="column mapping preset for --replay"
     )
@@ -67,34 +83,115 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True)
+class LivePlan:
+    """How live traffic is paced: one of rate and speed-up is given, the other derived from the population."""
+
+    simulator: LiveSimulator
+    rate: float  # transactions per wall second (mean over a simulated week when paced by the clock)
+    speedup: float  # simulated seconds per wall second (0: the clock follows the events)
+    derived_speedup: float  # the mean speed-up a fixed rate means (inf: as fast as possible)
+    notes: list[str]
+
+
+def plan_live(args: argparse.Namespace, data_dir: Path) -> LivePlan:
+    """The live simulator (the history's population, from the history's end) and its pace.
+
+    ``--speedup S``: the clock paces the events, the mean rate is S x the population's events per simulated
+    second. ``--rate R`` (default): R events a second, the clock follows them, the mean speed-up is R / that.
+    """
+    if args.speedup is not None and args.rate is not None:
+        raise ValueError("give --rate or --speedup, not both: either one sets the other")
+    if args.speedup is not None and args.speedup <= 0:
+        raise ValueError("--speedup must be > 0 for live traffic (use --rate 0 for as fast as possible)")
+    history = read_spec(data_dir)
+    base = history or SimulationSpec()
+    population = (
+        base.seed if args.seed is None else args.seed,
+        base.n_cards if args.cards is None else args.cards,
+        base.n_terminals if args.terminals is None else args.terminals,
+    )
+    same = population == (base.seed, base.n_cards, base.n_terminals)
+    notes = []
+    where = f"the history in {data_dir}" if history else "the `make data` defaults (no history found)"
+    if same:
+        notes.append(
+            f"live population: seed {base.seed}, {base.n_cards:,} cards, {base.n_terminals:,} "
+            f"terminals, continuing {where}"
+        )
+    else:
+        notes.append(
+            f"live population seed {population[0]}, {population[1]:,} cards, {population[2]:,} "
+            f"terminals is NOT that of {where} (seed {base.seed}, {base.n_cards:,} cards, "
+            f"{base.n_terminals:,} terminals): a model trained on it has not seen these cards"
+        )
+    seed, n_cards, n_terminals = population
+    simulator = LiveSimulator(
+        n_cards,
+        n_terminals,
+        seed,
+        start=base.end,
+        open_compromised=base.open_compromised if same else None,
+    )
+    per_second = simulator.expected_per_day() / 86_400
+    if args.speedup is not None:
+        rate, speedup, derived = args.speedup * per_second, args.speedup, args.speedup
+        notes.append(
+            f"simulated clock from {base.end.isoformat()} at {speedup:,.0f}x: about {rate:,.0f} "
+            "tx/s on average, following the simulated hour of day and weekday"
+        )
+    else:
+        rate = DEFAULT_RATE if args.rate is None else args.rate
+        speedup, derived = 0.0, (rate / per_second if rate > 0 else float("inf"))
+        pace = f"{rate:,.0f} tx/s" if rate > 0 else "as fast as possible"
+        notes.append(
+            f"simulated clock from {base.end.isoformat()}, following the events at {pace} "
+            f"(about {derived:,.0f}x on average)"
+        )
+    if args.label_delay_scale is not None:
+        notes.append(
+            "--label-delay-scale is obsolete and ignored: labels are sent when the simulated "
+            "clock passes their reported_at"
+        )
+    behind_days = (time.time() - base.end.timestamp()) / 86_400
+    notes.append(
+        f"event_time starts {behind_days:,.1f} days before the wall clock and gains "
+        f"{max(derived - 1, 0):,.0f} s a second on it: the stream and API must admit it "
+        "(FRAUDWATCH_EVENT_MAX_AGE_DAYS / FRAUDWATCH_EVENT_MAX_FUTURE_SECONDS, see docs/producer.md)"
+    )
+    return LivePlan(simulator, rate, speedup, derived, notes)
+
+
 async def _main(args: argparse.Namespace) -> RunSummary:
     settings = get_settings()
+    console = Console(stderr=True)
+    if args.replay is not None:
+        mapping = {**PRESETS.get(args.preset or "", {}), **_mapping(args.map)}
+        replay = ReplaySource(
+            load_history(args.replay, mapping), speedup=args.speedup or 0.0, labels=not args.no_labels
+        )
+        source: LiveSource | ReplaySource = replay
+        total: int | None = replay.n
+        rate, speedup = 0.0, args.speedup or 0.0
+    else:
+        plan = plan_live(args, args.history or settings.local_dir / "data")
+        for note in plan.notes:
+            console.print(note, highlight=False)
+        source = LiveSource(plan.simulator, speedup=plan.speedup, labels=not args.no_labels)
+        rate, speedup = plan.rate, plan.speedup
+        total = args.max_events or (int(rate * args.duration) if rate and args.duration else None)
     opts = ProducerOptions(
         bootstrap=args.bootstrap or settings.kafka_bootstrap,
         topic_transactions=args.topic or settings.topic_transactions,
         topic_labels=args.labels_topic or settings.topic_labels,
-        rate=args.rate,
+        rate=rate,
+        speedup=speedup,
         duration=args.duration,
         max_events=args.max_events,
         replay=args.replay is not None,
         compression=args.compression,
         linger_ms=args.linger_ms,
     )
-    if args.replay is not None:
-        mapping = {**PRESETS.get(args.preset or "", {}), **_mapping(args.map)}
-        source: LiveSource | ReplaySource = ReplaySource(
-            load_history(args.replay, mapping), speedup=args.speedup, labels=not args.no_labels
-        )
-        total: int | None = source.n
-    else:
-        source = LiveSource(
-            args.cards,
-            args.terminals,
-            seed=args.seed,
-            label_delay_scale=args.label_delay_scale,
-            labels=not args.no_labels,
-        )
-        total = args.max_events or (int(args.rate * args.duration) if args.rate and args.duration else None)
     metrics = ProducerMetrics()
     port = settings.producer_metrics_port if args.metrics_port is None else args.metrics_port
     metrics.serve(port)
@@ -104,9 +201,8 @@ async def _main(args: argparse.Namespace) -> RunSummary:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    console = Console(stderr=True)
     show = args.progress == "on" or (args.progress == "auto" and console.is_terminal)
-    what = f"replay {args.replay}" if args.replay else f"live {args.rate:,.0f}/s"
+    what = f"replay {args.replay}" if args.replay else f"live {rate:,.0f}/s"
     console.print(f"producing to {opts.bootstrap} ({opts.topic_transactions}, {opts.topic_labels}): {what}")
     if show:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

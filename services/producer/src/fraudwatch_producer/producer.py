@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -72,6 +73,8 @@ class ProducerOptions:
     topic_transactions: str = "transactions"
     topic_labels: str = "labels"
     rate: float = 5_000.0  # transactions/s; 0 = as fast as possible (live); ignored for replay
+    # > 0: the source's simulated clock paces the events (live or replay); ``rate`` is then only reported.
+    speedup: float = 0.0
     duration: float | None = None  # seconds; None = until stopped (live) or the end of the history (replay)
     max_events: int | None = None
     replay: bool = False
@@ -93,6 +96,13 @@ class RunSummary:
     seconds: float = 0.0
     stopped_by_signal: bool = False
     compression: str = ""
+    sim_clock_ns: int | None = None  # where the source's simulated clock got to
+
+    @property
+    def sim_clock(self) -> str:
+        if self.sim_clock_ns is None:
+            return ""
+        return datetime.fromtimestamp(self.sim_clock_ns / 1e9, UTC).isoformat(timespec="seconds")
 
     @property
     def rate(self) -> float:
@@ -107,6 +117,7 @@ class RunSummary:
             f"{how}: {tx:,} transactions ({self.frauds:,} fraud) and {lb:,} labels sent in {self.seconds:.1f}s "
             f"({tx / self.seconds if self.seconds else 0:,.0f} tx/s), {errors:,} errors, "
             f"{self.labels_pending:,} labels not yet due, compression={self.compression}"
+            + (f", simulated clock at {self.sim_clock}" if self.sim_clock_ns is not None else "")
         )
 
 
@@ -218,8 +229,10 @@ async def run(
     )
     await producer.start()
     sender = _Sender(producer, metrics, summary)
-    live_rate = 0.0 if opts.replay else opts.rate
-    metrics.target_rate.set(live_rate)
+    # A simulated clock with a speed-up paces the source itself; otherwise live traffic keeps --rate.
+    clock_paced = opts.replay or opts.speedup > 0
+    live_rate = 0.0 if clock_paced else opts.rate
+    metrics.target_rate.set(0.0 if opts.replay else opts.rate)
     window: deque[tuple[float, int]] = deque()
     t0 = time.monotonic()
     last_progress = 0.0
@@ -242,7 +255,7 @@ async def run(
                 due = int(elapsed * live_rate) - summary.generated
                 budget = min(budget, due)
                 metrics.lag_seconds.set(max(0.0, (due - MAX_CHUNK) / live_rate))
-            elif opts.replay:
+            elif clock_paced:
                 metrics.lag_seconds.set(getattr(source, "lag_seconds", lambda _n: 0.0)(time.time()))
             now = time.time()
             records = source.next(budget, now) if budget > 0 else Records()
@@ -281,6 +294,9 @@ async def run(
         summary.seconds = time.monotonic() - t0
         summary.frauds = source.frauds
         summary.labels_pending = len(getattr(source, "pending", ()))
+        clock = getattr(source, "clock", None)
+        if clock is not None:
+            summary.sim_clock_ns = clock.now_ns(time.time())
     if sender.first_error is not None:
         raise sender.first_error
     return summary

@@ -1,8 +1,11 @@
 """Where the producer's records come from: the live simulator, or a replayed history (Parquet/CSV).
 
-A source hands out transactions as ready-to-send Kafka records (key bytes, JSON value bytes) and keeps the
-labels it owes until they are due. Values are built column by column and serialised with orjson; they match
-the :class:`fraudwatch.events.Transaction` / :class:`~fraudwatch.events.Label` models (the tests check).
+Both run on a simulated clock (:class:`SimClock`): ``event_time`` is simulated time and a label is sent
+once the clock passes its ``reported_at``. A source hands out transactions as ready-to-send Kafka records
+(key bytes, JSON value bytes) and keeps the labels it owes until they are due. Values are built column by
+column and serialised with orjson; they match the :class:`fraudwatch.events.Transaction` /
+:class:`~fraudwatch.events.Label` models (the tests check). The Kafka record timestamp is not set here: it
+stays the real produce time, which the stream's latency is measured from.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from fraudwatch.simulator import EVENT_COLUMNS, LabelDelays, LiveSimulator
 
 NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
+ALL_DUE = np.iinfo(np.int64).max  # a clock reading past every label (a finished replay sends the rest)
 
 # The Fraud Detection Handbook's simulated dataset (Le Borgne et al.): its columns -> our event fields.
 HANDBOOK_PRESET: dict[str, str] = {
@@ -50,25 +54,73 @@ def _rfc3339(ns: npt.NDArray[np.int64]) -> list[str]:
     return [s + "Z" for s in np.datetime_as_string(ns.view("datetime64[ns]"), unit="us").tolist()]
 
 
+class SimClock:
+    """Simulated time (ns since the epoch) as a function of wall time (s), for live and replayed traffic.
+
+    * paced (``speedup > 0``): ``origin + speedup x (wall - wall at the first reading)``: one simulated
+      hour per wall second at 3600. Events are sent when the clock reaches their event_time, so the event
+      rate follows the simulated activity (busy afternoons, quiet nights) times the speed-up.
+    * event-driven (``speedup == 0``): the clock is the event_time of the last event handed out (``origin``
+      before the first), and the pace is someone else's (a fixed ``--rate``, or as fast as possible).
+
+    Wall time is always passed in, never read here, so tests drive the clock without sleeping.
+    """
+
+    def __init__(self, origin_ns: int, speedup: float = 0.0) -> None:
+        if speedup < 0:
+            raise ValueError("speedup must be >= 0")
+        self.origin_ns = origin_ns
+        self.speedup = speedup
+        self.wall0: float | None = None
+        self._last_event_ns = origin_ns
+
+    @property
+    def paced(self) -> bool:
+        return self.speedup > 0
+
+    def start(self, wall: float) -> None:
+        """Pin the origin to this wall time (the first call wins)."""
+        if self.wall0 is None:
+            self.wall0 = wall
+
+    def now_ns(self, wall: float) -> int:
+        """The simulated time at wall time ``wall``."""
+        if not self.paced:
+            return self._last_event_ns
+        if self.wall0 is None:
+            return self.origin_ns
+        return self.origin_ns + int((wall - self.wall0) * self.speedup * NS_PER_S)
+
+    def handed_out(self, event_ns: int) -> None:
+        """The latest event sent (moves an event-driven clock; a paced one ignores it)."""
+        self._last_event_ns = max(self._last_event_ns, event_ns)
+
+    def lag_seconds(self, wall: float, next_event_ns: int | None) -> float:
+        """Wall seconds a paced clock is ahead of the next event still to send (0 when on time)."""
+        if not self.paced or self.wall0 is None or next_event_ns is None:
+            return 0.0
+        return max(0.0, (self.now_ns(wall) - next_event_ns) / NS_PER_S / self.speedup)
+
+
 class PendingLabels:
-    """Labels waiting for their due time (each chunk is sorted by due time; chunks are merged on demand)."""
+    """Labels waiting for the clock to pass their reported_at (ns; each chunk sorted, merged on demand)."""
 
     def __init__(self) -> None:
-        self._chunks: list[tuple[npt.NDArray[np.float64], list[bytes], list[bytes], int]] = []
+        self._chunks: list[tuple[npt.NDArray[np.int64], list[bytes], list[bytes], int]] = []
 
-    def add(self, due: npt.NDArray[np.float64], keys: list[bytes], values: list[bytes]) -> None:
-        if len(due) == 0:
+    def add(self, due_ns: npt.NDArray[np.int64], keys: list[bytes], values: list[bytes]) -> None:
+        if len(due_ns) == 0:
             return
-        order = np.argsort(due, kind="stable")
-        self._chunks.append((due[order], [keys[i] for i in order], [values[i] for i in order], 0))
+        order = np.argsort(due_ns, kind="stable")
+        self._chunks.append((due_ns[order], [keys[i] for i in order], [values[i] for i in order], 0))
 
-    def pop_due(self, now: float, limit: int | None = None) -> Records:
-        """Labels due at ``now`` (all of them when ``now`` is +inf), at most ``limit``."""
+    def pop_due(self, now_ns: int, limit: int | None = None) -> Records:
+        """Labels whose reported_at is not after ``now_ns`` (all of them at :data:`ALL_DUE`), at most ``limit``."""
         out = Records()
         kept = []
         for due, keys, values, pos in self._chunks:
             room = None if limit is None else limit - len(out)
-            end = int(np.searchsorted(due, now, side="right"))
+            end = int(np.searchsorted(due, now_ns, side="right"))
             if room is not None:
                 end = min(end, pos + room)
             if end > pos:
@@ -85,46 +137,49 @@ class PendingLabels:
 
 
 class LiveSource:
-    """Live simulated transactions stamped at wall-clock time; labels due ``delay x label_delay_scale`` s later.
+    """Live simulated transactions on a simulated clock; each label is sent when the clock passes its
+    reported_at.
 
-    ``label_delay_scale`` is real seconds per simulated day: with 1.0 a genuine label (7 simulated days) is
-    sent 7 s after its transaction and a fraud label a median 3 s after.
+    ``simulator`` is usually :meth:`LiveSimulator.continuing` the history ``make data`` wrote: its
+    population, from where its time ends. ``speedup > 0`` paces by the clock (the producer then sends what
+    the clock has reached); ``speedup == 0`` hands out exactly what is asked for (the producer's fixed rate,
+    or as fast as possible) and the clock follows the events.
     """
 
-    def __init__(
-        self,
-        n_cards: int = 5_000,
-        n_terminals: int = 2_000,
-        seed: int | None = None,
-        label_delay_scale: float = 1.0,
-        labels: bool = True,
-        delays: LabelDelays | None = None,
-    ) -> None:
-        self.simulator = LiveSimulator(n_cards, n_terminals, seed=seed, delays=delays)
-        self.label_delay_scale = label_delay_scale
+    def __init__(self, simulator: LiveSimulator, speedup: float = 0.0, labels: bool = True) -> None:
+        self.simulator = simulator
+        self.clock = SimClock(simulator.start_ns, speedup)
         self.labels_enabled = labels
         self.pending = PendingLabels()
         self.frauds = 0
+        self.last_event_ns: int | None = None
 
     def next(self, n: int, now: float) -> Records:
-        batch = self.simulator.next_batch(n, now)
+        self.clock.start(now)
+        until = self.clock.now_ns(now) if self.clock.paced else None
+        batch = self.simulator.next_batch(n, until)
+        if not len(batch):
+            return Records()
+        self.last_event_ns = int(batch.event_time_ns[-1])
+        self.clock.handed_out(self.last_event_ns)
         dumps = orjson.dumps
         records = Records(
             keys=[c.encode() for c in batch.card_ids], values=[dumps(tx) for tx in batch.transactions]
         )
         self.frauds += int((batch.scenarios > 0).sum())
         if self.labels_enabled:
-            delay_ns = (batch.label_delay_days * self.label_delay_scale * NS_PER_S).astype(np.int64)
-            reported_ns = batch.event_time_ns + delay_ns
-            reported_ns -= reported_ns % 1000
-            reported = _rfc3339(reported_ns)
-            values = [dumps({**lb, "reported_at": r}) for lb, r in zip(batch.labels, reported, strict=True)]
+            values = [dumps(lb) for lb in batch.labels]
             keys = [lb["transaction_id"].encode() for lb in batch.labels]
-            self.pending.add(reported_ns / NS_PER_S, keys, values)
+            self.pending.add(batch.reported_at_ns, keys, values)
         return records
 
     def due_labels(self, now: float, limit: int | None = None) -> Records:
-        return self.pending.pop_due(now, limit)
+        return self.pending.pop_due(self.clock.now_ns(now), limit)
+
+    def lag_seconds(self, now: float) -> float:
+        if not self.clock.paced or self.clock.wall0 is None:
+            return 0.0
+        return self.clock.lag_seconds(now, self.simulator.next_time_ns())
 
 
 def load_history(path: Path, mapping: dict[str, str] | None = None) -> pd.DataFrame:
@@ -153,10 +208,11 @@ def load_history(path: Path, mapping: dict[str, str] | None = None) -> pd.DataFr
 
 
 class ReplaySource:
-    """Replays a history in event-time order, ``speedup`` times faster than real time (0: as fast as possible).
+    """Replays a history in event-time order on the same :class:`SimClock` as live traffic: ``speedup``
+    times faster than event time, or as fast as possible (0, the clock follows the events sent).
 
-    Labels come from ``is_fraud`` (and ``reported_at`` when present; otherwise the documented simulator
-    delays are drawn with ``seed``). A label is sent once the replay clock (the event time being replayed)
+    event_time keeps its historical value. Labels come from ``is_fraud`` (and ``reported_at`` when present;
+    otherwise the documented simulator delays are drawn with ``seed``). A label is sent once the clock
     passes its reported_at; labels still pending when the history ends are sent at the end.
     """
 
@@ -173,7 +229,7 @@ class ReplaySource:
         self.n = len(frame)
         self.pos = 0
         self.event_ns = frame["event_time"].to_numpy(dtype="datetime64[ns]").view(np.int64)
-        self._start_wall: float | None = None
+        self.clock = SimClock(int(self.event_ns[0]) if self.n else 0, speedup)
         self.pending = PendingLabels()
         self.frauds = 0
         self.fields = [c for c in EVENT_COLUMNS if c in frame.columns] + [
@@ -217,27 +273,20 @@ class ReplaySource:
 
     def clock_ns(self, now: float) -> int:
         """The event time the replay has reached at wall time ``now``."""
-        if self.pos >= self.n:
-            return int(self.event_ns[-1]) if self.n else 0
-        if self.speedup <= 0 or self._start_wall is None:
-            return int(self.event_ns[max(self.pos - 1, 0)])
-        return int(self.event_ns[0] + (now - self._start_wall) * self.speedup * NS_PER_S)
+        return self.clock.now_ns(now)
 
     def lag_seconds(self, now: float) -> float:
-        if self.speedup <= 0 or self._start_wall is None or self.exhausted:
-            return 0.0
-        behind_ns = self.clock_ns(now) - int(self.event_ns[self.pos])
-        return max(0.0, behind_ns / NS_PER_S / self.speedup)
+        return 0.0 if self.exhausted else self.clock.lag_seconds(now, int(self.event_ns[self.pos]))
 
     def next(self, n: int, now: float) -> Records:
-        if self._start_wall is None:
-            self._start_wall = now
+        self.clock.start(now)
         end = min(self.pos + n, self.n)
-        if self.speedup > 0:
-            end = min(end, int(np.searchsorted(self.event_ns, self.clock_ns(now), side="right")))
+        if self.clock.paced:
+            end = min(end, int(np.searchsorted(self.event_ns, self.clock.now_ns(now), side="right")))
         lo, self.pos = self.pos, max(end, self.pos)
         if self.pos <= lo:
             return Records()
+        self.clock.handed_out(int(self.event_ns[self.pos - 1]))
         cols = {c: v[lo : self.pos] for c, v in self._columns.items()}
         cols["event_time"] = self._times[lo : self.pos]
         names = [c for c in self.fields]
@@ -277,8 +326,8 @@ class ReplaySource:
                 strict=True,
             )
         ]
-        self.pending.add(rep.astype(np.float64), [t.encode() for t in cols["transaction_id"]], values)
+        self.pending.add(rep, [t.encode() for t in cols["transaction_id"]], values)
 
     def due_labels(self, now: float, limit: int | None = None) -> Records:
-        clock = float("inf") if self.exhausted else float(self.clock_ns(now))
+        clock = ALL_DUE if self.exhausted else self.clock.now_ns(now)
         return self.pending.pop_due(clock, limit)
