@@ -52,11 +52,23 @@ def test_registration_and_gated_promotion(mlflow_tracking_uri: str) -> None:
     assert result.promotion is not None and result.promotion.promoted, result.promotion
     assert resolve_alias(client, NAME, "production").version == result.model_version
     assert resolve_alias(client, NAME, "challenger").version == result.model_version
+    # the gate ran on the test window (after validation), and the run records window, values and verdict
+    run = client.get_run(result.run_id).data
+    assert run.params["promotion_window_start"] == str(result.bounds["test"][0])
+    assert result.bounds["test"][0] >= result.bounds["validation"][1]
+    assert int(run.params["promotion_window_rows"]) == len(result.promotion_y)
+    assert run.tags["promotion_verdict"] == "promoted"
+    assert run.metrics["promotion_candidate_value"] == pytest.approx(result.promotion.candidate_value)
+    assert run.metrics["promotion_production_value"] == pytest.approx(result.promotion.production_value)
+    # labels as known at the cut-off: simulated frauds are reported after a lognormal delay, so some of the
+    # training window's frauds were not known yet when the model was fitted
+    assert 0 < run.metrics["train_frauds_unknown_at_cutoff"] < run.metrics["train_frauds"]
+    assert run.params["label_cutoff"] == str(result.bounds["validation"][0])
 
     # a worse candidate becomes challenger and leaves production alone
     with mlflow.start_run():
         v3 = log_model(_noise_model(1), input_example=example, registered_model_name=NAME, client=client)
-    gate = promote_if_better(client, NAME, v3.version, result.validation_X, result.validation_y)
+    gate = promote_if_better(client, NAME, v3.version, result.promotion_X, result.promotion_y)
     assert not gate.promoted and gate.candidate_value < gate.production_value
     assert resolve_alias(client, NAME, "production").version == result.model_version
     assert resolve_alias(client, NAME, "challenger").version == v3.version

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from fraudwatch_training.data import HANDBOOK_COLUMNS, from_mapping
+from fraudwatch_training.data import HANDBOOK, ColumnMapping, apply_mapping, read_mapping
 from fraudwatch_training.metrics import card_precision_at_k, recall_per_scenario
 from fraudwatch_training.split import SplitConfig, time_split
 from fraudwatch_training.thresholds import ThresholdPolicy, choose_thresholds, expected_cost
@@ -97,9 +99,36 @@ def test_handbook_preset_maps_columns_and_delays_labels() -> None:
          "CUSTOMER_ID": [7, 8], "TERMINAL_ID": [3, 4], "TX_AMOUNT": [10.0, 250.0], "TX_FRAUD": [0, 1],
          "TX_FRAUD_SCENARIO": [0, 1], "TX_TIME_SECONDS": [0, 0]}
     )  # fmt: skip
-    h = from_mapping(raw, HANDBOOK_COLUMNS)
+    h = apply_mapping(raw, HANDBOOK)
     assert h.transactions["transaction_id"].tolist() == ["0", "1"]  # event-time order
     assert str(h.transactions["event_time"].dt.tz) == "UTC"
     lab = h.labels.iloc[0]
     assert lab["reported_at"] - lab["event_time"] == pd.Timedelta(days=7)
     assert bool(lab["is_fraud"]) and h.transactions["card_id"].iloc[0] == "8"
+
+
+def test_simulator_delay_model_and_mapping_files(tmp_path: Path) -> None:
+    n = 4000
+    raw = pd.DataFrame(
+        {"t": pd.date_range("2026-01-01", periods=n, freq="min"), "c": np.arange(n) % 50, "m": np.arange(n) % 7,
+         "a": np.full(n, 10.0), "f": np.arange(n) % 10 == 0}
+    )  # fmt: skip
+    cols = {"event_time": "t", "card_id": "c", "terminal_id": "m", "amount": "a", "is_fraud": "f"}
+    (tmp_path / "m.toml").write_text(
+        "label_delay = 'simulator'\nseed = 3\n[columns]\n"
+        + "".join(f'{k} = "{v}"\n' for k, v in cols.items())
+    )
+    mapping = read_mapping(tmp_path / "m.toml")
+    h = apply_mapping(raw, mapping)
+    tx = h.transactions
+    delay_days = (tx["reported_at"] - tx["event_time"]) / pd.Timedelta(days=1)
+    fraud = tx["is_fraud"].to_numpy()
+    # the simulator's model: frauds lognormal with median 3 days, genuine labels after 7 days
+    assert 2.5 < float(np.median(delay_days[fraud])) < 3.5
+    assert (delay_days[~fraud] == 7).all()
+    assert "simulator" in h.source["label_delay"]
+    (tmp_path / "bad.json").write_text('{"columns": {"card": "c"}}')
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['card'\]"):
+        read_mapping(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="label_delay must be"):
+        ColumnMapping(cols, label_delay="soon")

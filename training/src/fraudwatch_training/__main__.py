@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fraudwatch.config import get_settings
-from fraudwatch_training.data import PRESETS, load_history
+from fraudwatch_training.data import PRESETS, DataError, load_history, read_mapping
 from fraudwatch_training.models import ALL_KINDS, KINDS
 from fraudwatch_training.pipeline import train_and_register
 from fraudwatch_training.split import SplitConfig
@@ -30,13 +30,13 @@ SHOWN = (
 )
 
 
-def _mapping(pairs: list[str]) -> dict[str, str]:
+def _columns(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
-        src, _, dst = pair.partition("=")
-        if not src or not dst:
-            raise SystemExit(f"--map needs SOURCE=target, got {pair!r}")
-        out[src] = dst
+        fld, _, col = pair.partition("=")
+        if not fld or not col:
+            raise SystemExit(f"--column needs field=COLUMN, got {pair!r}")
+        out[fld] = col
     return out
 
 
@@ -46,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("train", help="train, evaluate, log to MLflow, register and promote")
     tr.add_argument("--data", type=Path, help="Parquet/CSV history (default: .local/data, else simulate)")
     tr.add_argument("--preset", choices=sorted(PRESETS), help="column mapping of a known dataset")
-    tr.add_argument("--map", action="append", default=[], metavar="SRC=dst", help="extra column mapping")
+    tr.add_argument(
+        "--mapping", type=Path, help="JSON/TOML mapping file: {columns: {field: COLUMN}, label_delay}"
+    )
+    tr.add_argument(
+        "--column", action="append", default=[], metavar="field=COLUMN",
+        help="which column of --data is our field (card_id, terminal_id, event_time, amount, is_fraud, ...)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--label-delay", help="days after which labels are known, or 'simulator' (if no reported_at column)"
+    )
     tr.add_argument("--tracking-uri", help="MLflow tracking URI (default FRAUDWATCH_MLFLOW_TRACKING_URI)")
     tr.add_argument("--days", type=int, default=60, help="days to simulate when there is no data")
     tr.add_argument("--last-days", type=float, help="use only the last N days of the history")
@@ -65,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     tracking_uri = args.tracking_uri or settings.mlflow_tracking_uri
     started = time.perf_counter()
-    with console.status("loading history"):
-        history = load_history(
-            args.data, args.preset, settings.local_dir, args.days, mapping=_mapping(args.map)
-        )
+    try:
+        with console.status("loading history"):
+            history = load_history(
+                args.data, args.preset, settings.local_dir, args.days,
+                mapping=read_mapping(args.mapping) if args.mapping else None,
+                columns=_columns(args.column), label_delay=args.label_delay,
+            )  # fmt: skip
+    except DataError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
     tx, labels = history.transactions, history.labels
     if args.last_days:
         cut = history.end - pd.Timedelta(days=args.last_days)

@@ -19,8 +19,9 @@ from sklearn.metrics import average_precision_score
 from fraudwatch.features import FEATURE_NAMES, epoch_seconds, replay
 from fraudwatch.model import FraudModel, PromotionResult, compute_reference, log_model, promote_if_better
 from fraudwatch_training.data import History, data_hash
-from fraudwatch_training.metrics import evaluate, recall_per_scenario
+from fraudwatch_training.metrics import card_precision_at_k, evaluate, recall_per_scenario
 from fraudwatch_training.models import KINDS, ModelSpec, fit_estimator
+from fraudwatch_training.protocol import NS_PER_DAY, epoch_ns, known_at, without_known_compromised
 from fraudwatch_training.split import SplitConfig, time_split
 from fraudwatch_training.thresholds import CostModel, ThresholdPolicy, choose_thresholds, expected_cost
 
@@ -41,12 +42,15 @@ class Dataset:
     scenario: npt.NDArray[np.int64]
     event_time: pd.Series
     country: list[str | None] = field(default_factory=list)
+    # when each transaction's label was reported (ns since the epoch; int64 max: never)
+    reported_ns: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def take(self, mask: npt.NDArray[np.bool_]) -> Dataset:
         return Dataset(
             self.X[mask], self.y[mask], self.day[mask], self.card_id[mask], self.amount[mask],
             self.scenario[mask], self.event_time[mask].reset_index(drop=True),
             [c for c, m in zip(self.country, mask, strict=True) if m] if self.country else [],
+            self.reported_ns[mask] if len(self.reported_ns) else self.reported_ns,
         )  # fmt: skip
 
 
@@ -55,6 +59,8 @@ def build_dataset(history: History, progress: bool = False) -> Dataset:
     tx = history.transactions
     feats = replay(tx, history.labels, progress=progress).features
     seconds = epoch_seconds(tx["event_time"])
+    reported = history.labels.drop_duplicates("transaction_id", keep="last").set_index("transaction_id")
+    reported_at = tx["transaction_id"].map(reported["reported_at"])
     return Dataset(
         X=feats.to_numpy(dtype=np.float64),
         y=tx["is_fraud"].astype(np.int64).to_numpy(),
@@ -64,7 +70,18 @@ def build_dataset(history: History, progress: bool = False) -> Dataset:
         scenario=tx["fraud_scenario"].astype(np.int64).to_numpy(),
         event_time=tx["event_time"].reset_index(drop=True),
         country=tx["country"].tolist() if "country" in tx.columns else [],
+        reported_ns=epoch_ns(reported_at),
     )
+
+
+def not_known_compromised(
+    data: Dataset, window: npt.NDArray[np.bool_], since_day: int
+) -> npt.NDArray[np.bool_]:
+    """Which rows of ``window`` (in window order) the Handbook's card precision@k keeps: cards already known
+    compromised (a fraud since ``since_day``, the training start, reported before the row's day) go."""
+    card = pd.factorize(data.card_id)[0].astype(np.int64)
+    kept = without_known_compromised(data.day, card, data.y.astype(bool), data.reported_ns, window, since_day)
+    return kept[window]
 
 
 def permutation_importance(
@@ -109,6 +126,9 @@ class TrainingResult:
     validation_y: npt.NDArray[np.int64]
     bounds: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
     seconds: dict[str, float]
+    # the promotion gate's window (the test window: after validation, seen by neither training nor choice)
+    promotion_X: FloatArray
+    promotion_y: npt.NDArray[np.int64]
 
 
 def git_commit() -> str:
@@ -149,6 +169,10 @@ def train_and_register(
 ) -> TrainingResult:
     """Train every kind, pick the best on validation AP, tune its thresholds, log, register, promote.
 
+    The training target holds only the frauds reported before the validation window starts (the model's
+    cut-off). The promotion gate compares the challenger and production on the test window, which comes
+    after the validation window the challenger was chosen and tuned on.
+
     ``transactions`` need transaction_id, event_time, card_id, terminal_id, amount, is_fraud (optionally
     fraud_scenario, channel, country); ``labels`` transaction_id, terminal_id, event_time, is_fraud,
     reported_at.
@@ -175,24 +199,48 @@ def train_and_register(
     for name, part in (("train", train), ("validation", val), ("test", test)):
         if part.y.sum() == 0:
             raise ValueError(f"the {name} part has no fraud: use a longer history")
+    # The model is fitted when the validation window starts (the end of training + the label delay): the
+    # training target holds only the frauds reported by then; later ones train as genuine (nobody knows
+    # them yet) and still count as frauds in validation and test.
+    cutoff = parts.bounds["validation"][0]
+    y_train = known_at(train.y, train.reported_ns, int(cutoff.value))
+    labels_known = {
+        "train_frauds": float(train.y.sum()),
+        "train_frauds_unknown_at_cutoff": float(train.y.sum() - y_train.sum()),
+    }
+    if y_train.sum() == 0:
+        raise ValueError(f"no training fraud was reported before the cut-off {cutoff}: use a longer history")
+    echo(
+        f"labels as known at {cutoff}: {int(labels_known['train_frauds_unknown_at_cutoff']):,} of "
+        f"{int(train.y.sum()):,} training frauds not yet reported, trained as genuine"
+    )
+    # card precision@100 as the Handbook defines it: known-compromised cards removed, per part
+    since = int(parts.bounds["train"][0].value // NS_PER_DAY)
+    cp_val = not_known_compromised(data, parts.validation, since)
+    cp_test = not_known_compromised(data, parts.test, since)
+
+    def card_precision(part: Dataset, kept: npt.NDArray[np.bool_], scores: FloatArray) -> float:
+        return card_precision_at_k(part.day[kept], part.card_id[kept], part.y[kept], scores[kept], 100)
 
     specs = specs or {}
     fitted: dict[str, FraudModel] = {}
     metrics: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     for kind in kinds:
-        echo(f"training {kind} on {len(train.y):,} transactions ({int(train.y.sum()):,} frauds)")
+        echo(f"training {kind} on {len(train.y):,} transactions ({int(y_train.sum()):,} known frauds)")
         spec = specs.get(kind, ModelSpec(kind))
-        est = fit_estimator(spec, train.X, train.y)
+        est = fit_estimator(spec, train.X, y_train)
         model = FraudModel(est)
         val_scores = model.score_matrix(val.X)
         choice = choose_thresholds(val.y, val_scores, policy)
         model.thresholds = choice.thresholds
         fitted[kind] = model
-        m = {f"validation_{k}": v for k, v in evaluate(val.y, val_scores, val.day, val.card_id).items()}
+        m = {f"validation_{k}": v for k, v in evaluate(val.y, val_scores).items()}
+        m["validation_card_precision_at_100"] = card_precision(val, cp_val, val_scores)
         test_scores = model.score_matrix(test.X)
         named = (("review", choice.thresholds.review), ("decline", choice.thresholds.decline))
-        m |= {f"test_{k}": v for k, v in evaluate(test.y, test_scores, test.day, test.card_id, named).items()}
+        m |= {f"test_{k}": v for k, v in evaluate(test.y, test_scores, thresholds=named).items()}
+        m["test_card_precision_at_100"] = card_precision(test, cp_test, test_scores)
         m |= {
             f"test_{k}": v
             for k, v in expected_cost(test.y, test_scores, test.amount, choice.thresholds, costs).items()
@@ -221,6 +269,7 @@ def train_and_register(
         "data_source": data_source,
         "code_version": git_commit(),
         "n_train": len(train.y),
+        "label_cutoff": str(cutoff),
         "threshold_policy": repr(policy),
     }
     best.apply_metadata(best.to_metadata())  # refresh reason weights from the importances
@@ -241,6 +290,7 @@ def train_and_register(
             mlflow.log_metrics({f"{kind}.{k}": float(v) for k, v in m.items() if np.isfinite(v)})
         mlflow.log_metrics({k: float(v) for k, v in metrics[best_kind].items() if np.isfinite(v)})
         mlflow.log_metrics({k: float(v) for k, v in timings.items()})
+        mlflow.log_metrics(labels_known)
         if importances:
             mlflow.log_dict(importances, "feature_importance.json")
         if plots:
@@ -268,9 +318,49 @@ def train_and_register(
         if mv is not None:
             version = str(mv.version)
             if promote:
-                promotion = promote_if_better(client, model_name, version, val.X, val.y, echo=echo)
-                mlflow.set_tag("promotion", promotion.summary())
+                promotion = _gate(client, model_name, version, test, parts.bounds["test"], echo)
         run_id = run.info.run_id
     return TrainingResult(
-        run_id, best_kind, best, metrics, version, promotion, val.X, val.y, parts.bounds, timings
-    )
+        run_id, best_kind, best, metrics, version, promotion, val.X, val.y, parts.bounds, timings,
+        test.X, test.y,
+    )  # fmt: skip
+
+
+def _gate(
+    client: Any,
+    model_name: str,
+    version: str,
+    window: Dataset,
+    bounds: tuple[pd.Timestamp, pd.Timestamp],
+    echo: Callable[[str], None],
+) -> PromotionResult:
+    """The promotion gate on the test window: after the challenger's validation window, so neither its
+    training, its model-kind choice nor its thresholds saw it. Production normally comes from an earlier
+    history; if it was trained on this window the comparison is flagged. Logs the window, both values
+    and the verdict to the active MLflow run."""
+    import mlflow
+
+    from fraudwatch.model import resolve_alias
+
+    start, end = bounds
+    seen_by_production = False
+    current = resolve_alias(client, model_name, "production")
+    if current is not None and current.run_id:
+        prod_train_end = client.get_run(current.run_id).data.params.get("train_end")
+        seen_by_production = prod_train_end is not None and pd.Timestamp(prod_train_end) > start
+    promotion = promote_if_better(client, model_name, version, window.X, window.y, echo=echo)
+    mlflow.log_params(
+        {"promotion_window_start": str(start), "promotion_window_end": str(end),
+         "promotion_window_rows": len(window.y), "promotion_metric": promotion.metric}
+    )  # fmt: skip
+    values = {"promotion_candidate_value": promotion.candidate_value}
+    if promotion.production_value is not None:
+        values["promotion_production_value"] = promotion.production_value
+    mlflow.log_metrics({k: float(v) for k, v in values.items()})
+    mlflow.set_tags(
+        {"promotion": promotion.summary(), "promotion_verdict": "promoted" if promotion.promoted else "kept",
+         "promotion_window_seen_by_production": str(seen_by_production).lower()}
+    )  # fmt: skip
+    if seen_by_production:
+        echo("warning: production was trained on data up to or past the promotion window's start")
+    return promotion
