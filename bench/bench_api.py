@@ -283,6 +283,7 @@ def start_ours(
         "FRAUDWATCH_SQLITE_PATH": str(world["store_path"]),
         "FRAUDWATCH_LOCAL_DIR": str(workdir),
         "FRAUDWATCH_LOG_LEVEL": "INFO",  # the per-request JSON access log is on, as in production
+        "FRAUDWATCH_EVENT_MAX_AGE_DAYS": "0",  # the requests replay months-old simulated history
     }
     env.pop("FRAUDWATCH_API_TOKEN", None)
     log = workdir / "api.log"

@@ -255,7 +255,9 @@ def stream(
     job.stop()
 
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+# weeks old but inside the default plausibility window (Settings.event_max_age_days, judged at each record's
+# Kafka timestamp): the job runs with its default bounds, as in production
+T0 = (datetime.now(UTC) - timedelta(days=20)).replace(hour=9, minute=0, second=0, microsecond=0)
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -264,7 +266,7 @@ def test_scores_good_records_and_dead_letters_bad_ones(stream: StreamUnderTest) 
     bad: list[tuple[bytes, str, str]] = [
         (b"this is not json", "not_json", "invalid transaction"),
         (orjson.dumps({k: v for k, v in good[0].items() if k != "card_id"}), "missing_field", "card_id"),
-        (orjson.dumps({**good[0], "transaction_id": "neg", "amount": -5.0}), "invalid_value", "amount"),
+        (orjson.dumps({**good[0], "transaction_id": "neg", "amount": -5.0}), "amount_out_of_range", "amount"),
         (orjson.dumps({**good[0], "transaction_id": "nan", "amount": "12,50"}), "invalid_value", "amount"),
         (
             orjson.dumps({**good[0], "transaction_id": "ts", "event_time": "yesterday"}),
@@ -307,7 +309,7 @@ def test_scores_good_records_and_dead_letters_bad_ones(stream: StreamUnderTest) 
         60,
         "metrics",
     )
-    for reason in ("not_json", "missing_field", "invalid_value", "oversized"):
+    for reason in ("not_json", "missing_field", "invalid_value", "amount_out_of_range", "oversized"):
         assert f'fraudwatch_stream_dead_letters_total{{reason="{reason}"}}' in metrics
     for name in (
         "fraudwatch_stream_input_rows_per_second",
@@ -395,6 +397,69 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(stream: StreamU
         timeout=120,
     )
     assert scored  # at-least-once on Kafka: every transaction is there (maybe twice)
+
+
+def test_poison_records_are_dead_lettered_and_the_query_survives_them_and_a_restart(
+    stream: StreamUnderTest,
+) -> None:
+    """The issue-10 scenario: records that once failed the query for good (a timestamp at the edge of the
+    datetime range raised OverflowError; every restart replayed it and failed again), in the middle of valid
+    traffic, before and across a kill -9."""
+    start = T0 + timedelta(days=3)
+
+    def valid(prefix: str, n: int, offset: int) -> list[dict[str, Any]]:
+        return [
+            tx(f"{prefix}-{i:03d}", start + timedelta(minutes=offset + i), f"card-p{i % 7}", f"term-p{i % 3}")
+            for i in range(n)
+        ]
+
+    def poison(tag: str) -> list[tuple[bytes, str]]:
+        base = tx(f"poison-{tag}", start, "card-p0", "term-p0")
+        return [
+            (orjson.dumps({**base, "event_time": "9999-12-31T23:59:59-01:00"}), "time_out_of_range"),
+            (orjson.dumps({**base, "event_time": "0001-01-01T00:00:00+01:00"}), "time_out_of_range"),
+            (orjson.dumps({**base, "event_time": "2199-01-01T00:00:00Z"}), "time_out_of_range"),
+            (orjson.dumps({**base, "amount": 1e300}), "amount_out_of_range"),
+            (orjson.dumps({**base, "card_id": "card-p0\u0000"}), "invalid_string"),
+            (orjson.dumps({**base, "extra": {"deep": [[[1]]]}}), "invalid_value"),
+        ]
+
+    first, second = valid("pa", 40, 0), valid("pb", 40, 100)
+    bad_a, bad_b = poison("a"), poison("b")
+    mixed: list[Any] = [*first[:20], *(raw for raw, _ in bad_a), *first[20:]]
+    stream.send(stream.settings.topic_transactions, mixed)
+    stream.wait_scored([t["transaction_id"] for t in first], timeout=300)
+
+    # the same kind of records in a batch that is not committed when the job dies: the restarted job
+    # replays them and must neither stop nor lose or double anything
+    stream.kill9()
+    stream.send(stream.settings.topic_transactions, [*second[:20], *(raw for raw, _ in bad_b), *second[20:]])
+    stream.start()
+    ids = [t["transaction_id"] for t in first + second]
+    rows = stream.wait_scored(ids, timeout=300)
+    assert rows.index.is_unique and len(rows) == len(ids)
+    assert stream.rows([f"poison-{tag}" for tag in "ab"]).empty
+
+    # exactly once, state included: the features equal an offline replay of the valid records alone
+    expected = replay(
+        pd.DataFrame(first + second).assign(event_time=lambda d: pd.to_datetime(d["event_time"]))
+    ).features
+    np.testing.assert_allclose(features_of(rows), expected.to_numpy(), rtol=0, atol=1e-9)
+
+    wanted = {raw.decode(): reason for raw, reason in bad_a + bad_b}
+    letters = stream.consume(
+        stream.settings.topic_dlq,
+        lambda got: wanted.keys() <= {orjson.loads(m.value())["raw"] for m in got},
+        timeout=120,
+    )
+    for letter in (orjson.loads(m.value()) for m in letters):
+        if letter["raw"] in wanted:
+            assert letter["source_topic"] == stream.settings.topic_transactions
+            assert letter["source_offset"] is not None and letter["error"]
+    metrics = wait_for(lambda: _metrics(stream), 60, "metrics")
+    for reason in set(wanted.values()):
+        assert f'fraudwatch_stream_dead_letters_total{{reason="{reason}"}}' in metrics, reason
+    stream.alive()
 
 
 def test_model_alias_moved_while_running(

@@ -77,6 +77,27 @@ class Settings(BaseSettings):
     stream_max_offsets_per_trigger: int = Field(default=50_000, ge=1, description="Kafka records per batch.")
     max_record_bytes: int = Field(default=16_384, ge=256, description="Larger records go to the DLQ.")
 
+    # Event plausibility (API and stream; see fraudwatch.events.EventBounds)
+    event_max_future_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Events (event_time, reported_at) later than this after the reference time (the request's "
+        "receive time in the API, the Kafka record's timestamp in the stream) are refused; 0 disables. "
+        "Covers clock skew between sources; a simulated clock running ahead of the wall clock needs 0.",
+    )
+    event_max_age_days: float = Field(
+        default=45.0,
+        ge=0,
+        description="Events older than this before the reference time are refused; 0 disables. The default "
+        "covers the longest feature window (30 d) plus a label-reporting delay; replaying old history needs 0.",
+    )
+    amount_max: float = Field(
+        default=1_000_000.0,
+        ge=0,
+        le=1e9,
+        description="Larger transaction amounts are refused (the schema's hard ceiling is 1e9); 0 disables.",
+    )
+
     # Producer
     producer_metrics_port: int = Field(default=9109, ge=1, le=65535, description="Producer /metrics port.")
 

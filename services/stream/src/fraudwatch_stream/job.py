@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 
 from fraudwatch.config import Settings
 from fraudwatch.drift import LiveWindow, reference_psi
+from fraudwatch.events import EARLIEST, EventBounds, dead_letter_for
 from fraudwatch.model import Reference, registered_reference
 from fraudwatch.store import OnlineStore, open_store
 from fraudwatch_stream.metrics import StreamMetrics
@@ -100,13 +102,19 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         .alias("tb"),
     )
     with_terminal = keyed.groupBy("tb").transformWithStateInPandas(
-        TerminalProcessor(buckets, settings.topic_transactions, settings.max_record_bytes),
+        TerminalProcessor(
+            buckets,
+            settings.topic_transactions,
+            settings.max_record_bytes,
+            # each record is judged at its own Kafka timestamp (kafka_us); EARLIEST is a placeholder
+            EventBounds.from_settings(settings, EARLIEST),
+        ),
         ROW_SCHEMA_DDL,
         "Append",
         "None",
     )
     with_card = with_terminal.groupBy("cb").transformWithStateInPandas(
-        CardProcessor(buckets), ROW_SCHEMA_DDL, "Append", "None"
+        CardProcessor(buckets, settings.topic_transactions), ROW_SCHEMA_DDL, "Append", "None"
     )
     config = model_config(settings)
 
@@ -157,8 +165,12 @@ class StreamJob:
             "entities",
             "reason",
             "payload",
+            "error",
+            "src_partition",
+            "src_offset",
         ).toPandas()
         timings = {"compute_and_collect": time.monotonic() - started}
+        self._dead_letter_unscored(pdf)
         cards: dict[str, bytes] = {}
         terminals: dict[str, bytes] = {}
         kinds = pdf["kind"].to_numpy()
@@ -219,6 +231,33 @@ class StreamJob:
             time.monotonic() - started,
             timings,
         )
+
+    def _dead_letter_unscored(self, pdf: pd.DataFrame) -> None:
+        """Transactions the scoring UDF could not score (``error`` set) become dead letters, in place."""
+        failed = ((pdf["kind"] == TRANSACTION) & pdf["error"].notna()).to_numpy()
+        if not failed.any():
+            return
+        now = datetime.now(UTC)
+        letters = [
+            dead_letter_for(
+                payload.encode("utf-8") if isinstance(payload, str) else None,
+                str(error),
+                self.settings.topic_transactions,
+                int(partition),
+                int(offset),
+                failed_at=now,
+            ).model_dump_json()
+            for payload, error, partition, offset in zip(
+                pdf.loc[failed, "payload"].tolist(),
+                pdf.loc[failed, "error"].tolist(),
+                pdf.loc[failed, "src_partition"].tolist(),
+                pdf.loc[failed, "src_offset"].tolist(),
+                strict=True,
+            )
+        ]
+        pdf.loc[failed, "kind"] = DEAD_LETTER
+        pdf.loc[failed, "reason"] = "scoring_error"
+        pdf.loc[failed, "payload"] = letters
 
     def _count(
         self,

@@ -1,10 +1,14 @@
 """Record-level logic of the job: Kafka records -> validated event rows or dead letters; the row schema.
 
 Every record of ``transactions`` and ``labels`` is validated with the pydantic models of
-:mod:`fraudwatch.events` (the single source of the schemas) inside the terminal stage (:mod:`.stateful`).
-A record that is not JSON, misses a field, has a bad value or is larger than ``Settings.max_record_bytes`` becomes a
-``kind = DEAD_LETTER`` row carrying the :class:`~fraudwatch.events.DeadLetter` JSON: the query never fails
-on bad data and never drops a record silently.
+:mod:`fraudwatch.events` (the single source of the schemas) inside the terminal stage (:mod:`.stateful`),
+against the plausibility bounds of ``Settings`` judged at the record's Kafka timestamp (deterministic: a
+re-run batch judges each record exactly as the first run did). A record that is not JSON, misses a field,
+has a bad value or is larger than ``Settings.max_record_bytes`` becomes a ``kind = DEAD_LETTER`` row carrying
+the :class:`~fraudwatch.events.DeadLetter` JSON with a ``reason`` class. Whatever one record raises while it
+is parsed — a validation error or any other exception — turns that record, and only that record, into a
+dead letter: the query never fails on bad data and never drops a record silently (docs/stream.md, "Poison
+records").
 
 All rows of the job share one schema (:data:`ROW_SCHEMA`) so that transactions, labels, dead letters and
 entity-state rows can flow through the two stateful operators together (see :mod:`.stateful`).
@@ -22,7 +26,15 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from fraudwatch.events import Label, Transaction, dead_letter_for, schema_errors
+from fraudwatch.events import (
+    LATEST,
+    EventBounds,
+    Label,
+    Transaction,
+    dead_letter_for,
+    rejection_reason,
+    schema_errors,
+)
 
 __all__ = [
     "CARD_STATE",
@@ -36,6 +48,7 @@ __all__ = [
     "TRANSACTION",
     "bucket_of",
     "dead_letter_row",
+    "describe_failure",
     "empty_rows",
     "pack_features",
     "pack_states",
@@ -64,8 +77,10 @@ ROW_SCHEMA_DDL = (
 ROW_COLUMNS: tuple[str, ...] = tuple(part.strip().split(" ")[0] for part in ROW_SCHEMA_DDL.split(", "))
 #: what parsing adds for the terminal stage only (labels, routing check)
 PARSED_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "is_fraud", "label_event_us", "tb")
-#: the scoring UDF's output (value: the ScoredTransaction JSON)
-SCORE_SCHEMA_DDL = "score DOUBLE, decision STRING, model_name STRING, model_version STRING, value STRING"
+#: the scoring UDF's output (value: the ScoredTransaction JSON; error: why this row could not be scored)
+SCORE_SCHEMA_DDL = (
+    "score DOUBLE, decision STRING, model_name STRING, model_version STRING, value STRING, error STRING"
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -81,14 +96,27 @@ def bucket_of(entity_id: str, buckets: int) -> int:
     return zlib.crc32(entity_id.encode("utf-8")) % buckets
 
 
-def _reason(exc: ValidationError) -> str:
-    """A low-cardinality reason for the dead-letter metric (the DLQ record carries the full error)."""
-    types = {str(err.get("type", "")) for err in exc.errors(include_url=False)}
-    if "json_invalid" in types or "json_type" in types or "model_type" in types:
-        return "not_json"
-    if "missing" in types:
-        return "missing_field"
-    return "invalid_value"
+_LATEST_US = (LATEST - _EPOCH) // _US
+
+
+def describe_failure(where: str, exc: BaseException) -> str:
+    """The DLQ ``error`` text of an unexpected exception one record raised (type and message, bounded)."""
+    return f"{where}: {type(exc).__name__}: {str(exc)[:500]}"
+
+
+def _reference(bounds: EventBounds | None, kafka_us: Any) -> tuple[EventBounds | None, str]:
+    """The bounds judged at a record's Kafka timestamp (microseconds), or an error for an absurd timestamp.
+
+    A record without a timestamp (Kafka's -1, or a frame without the column) is judged by the static bounds
+    and the amount limit only; a timestamp at or after fraudwatch.events.LATEST cannot be a real clock.
+    """
+    if bounds is None:
+        return None, ""
+    if kafka_us is None or kafka_us != kafka_us or kafka_us < 0:  # None, NaN (null in an int column), -1
+        return EventBounds(_EPOCH, amount_max=bounds.amount_max), ""
+    if kafka_us >= _LATEST_US:
+        return None, f"timestamp: the Kafka record timestamp ({int(kafka_us)} us) is not a plausible time"
+    return bounds.at(_EPOCH + timedelta(microseconds=int(kafka_us))), ""
 
 
 def empty_rows(n: int, columns: tuple[str, ...] = ROW_COLUMNS) -> dict[str, list[Any]]:
@@ -121,21 +149,33 @@ def unpack_states(value: bytes) -> dict[str, bytes]:
 
 
 def _validate(
-    raw: bytes | None, topic: str, topic_transactions: str, max_bytes: int
+    raw: bytes | None,
+    topic: str,
+    topic_transactions: str,
+    max_bytes: int,
+    bounds: EventBounds | None = None,
+    kafka_us: Any = None,
 ) -> tuple[Transaction | Label | None, str, str]:
-    """(event, reason, error); event is None for a dead letter."""
+    """(event, reason, error); event is None for a dead letter. Never raises for any input.
+
+    ``kafka_us`` (the record's Kafka timestamp) is the reference time of ``bounds``."""
     if raw is None:
         return None, "empty", "value: the record has no value (null)"
     if len(raw) > max_bytes:
         return None, "oversized", f"value: the record is {len(raw)} bytes, larger than {max_bytes} bytes"
     model: type[Transaction] | type[Label] = Transaction if topic == topic_transactions else Label
+    what = "transaction" if model is Transaction else "label"
+    reference, problem = _reference(bounds, kafka_us)
+    if problem:
+        return None, "time_out_of_range", f"invalid {what}: {problem}"
     try:
-        return model.model_validate_json(raw), "", ""
+        return model.model_validate_json(raw, context=reference.context() if reference else None), "", ""
     except ValidationError as exc:
         errors = schema_errors(exc)
-        what = "transaction" if model is Transaction else "label"
         text = f"invalid {what}: " + "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        return None, _reason(exc), text
+        return None, rejection_reason(exc), text
+    except Exception as exc:  # validation must be total: anything else is this record's fault too
+        return None, "invalid_value", describe_failure(f"invalid {what}", exc)
 
 
 def dead_letter_row(raw: Any, reason: str, error: str) -> dict[str, Any]:
@@ -156,17 +196,37 @@ def dead_letter_row(raw: Any, reason: str, error: str) -> dict[str, Any]:
 
 
 def parse_frame(
-    pdf: pd.DataFrame, *, topic_transactions: str, max_record_bytes: int, buckets: int
+    pdf: pd.DataFrame,
+    *,
+    topic_transactions: str,
+    max_record_bytes: int,
+    buckets: int,
+    bounds: EventBounds | None = None,
 ) -> pd.DataFrame:
-    """Kafka rows (value, topic, partition, offset) -> PARSED_COLUMNS rows (events or dead letters)."""
+    """Kafka rows (value, topic, partition, offset[, kafka_us]) -> PARSED_COLUMNS rows (events or dead letters)."""
     return next(
         parse_records(
             iter([pdf]),
             topic_transactions=topic_transactions,
             max_record_bytes=max_record_bytes,
             buckets=buckets,
+            bounds=bounds,
         )
     )
+
+
+_EVENT_COLUMNS = (
+    "t_us",
+    "transaction_id",
+    "card_id",
+    "terminal_id",
+    "amount",
+    "channel",
+    "country",
+    "payload",
+    "is_fraud",
+    "label_event_us",
+)
 
 
 def parse_records(
@@ -175,51 +235,65 @@ def parse_records(
     topic_transactions: str,
     max_record_bytes: int,
     buckets: int,
+    bounds: EventBounds | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Kafka rows (value, topic, partition, offset) -> PARSED_COLUMNS rows, per batch."""
+    """Kafka rows (value, topic, partition, offset[, kafka_us]) -> PARSED_COLUMNS rows, per batch.
+
+    ``kafka_us`` is the Kafka record timestamp in microseconds, the reference time of ``bounds`` (the
+    plausibility window of Settings; its own ``now`` is ignored). Every row comes out either as an event
+    or as a dead letter, whatever its bytes: nothing one record holds can raise out of this function.
+    """
     for pdf in batches:
         n = len(pdf)
         out = empty_rows(n, PARSED_COLUMNS)
-        kinds, t_us, txid, card, term = (
-            out["kind"],
-            out["t_us"],
-            out["transaction_id"],
-            out["card_id"],
-            out["terminal_id"],
-        )
         topics = pdf["topic"].tolist()
         partitions = pdf["partition"].astype("int64").tolist()
         offsets = pdf["offset"].astype("int64").tolist()
         out["src_partition"], out["src_offset"] = partitions, offsets
+        stamps: list[Any] = [None] * n
         if "kafka_us" in pdf.columns:  # the Kafka timestamp, carried through for the latency metric
-            out["kafka_us"] = pdf["kafka_us"].tolist()
+            out["kafka_us"] = stamps = pdf["kafka_us"].tolist()
         now = datetime.now(UTC)
         for i, raw in enumerate(pdf["value"].tolist()):
             raw_bytes = bytes(raw) if raw is not None else None
-            event, reason, error = _validate(raw_bytes, topics[i], topic_transactions, max_record_bytes)
-            if isinstance(event, Transaction):
-                kinds[i] = TRANSACTION
-                t_us[i] = _micros(event.event_time)
-                txid[i], card[i], term[i] = event.transaction_id, event.card_id, event.terminal_id
-                out["amount"][i] = float(event.amount)
-                out["channel"][i] = event.channel
-                out["country"][i] = event.country
-                out["payload"][i] = event.model_dump_json()
-                out["tb"][i] = bucket_of(event.terminal_id, buckets)
-                out["cb"][i] = bucket_of(event.card_id, buckets)
-            elif isinstance(event, Label):
-                kinds[i] = LABEL
-                t_us[i] = _micros(event.reported_at)
-                txid[i], card[i], term[i] = event.transaction_id, event.card_id, event.terminal_id
-                out["is_fraud"][i] = event.is_fraud
-                out["label_event_us"][i] = _micros(event.event_time)
-                out["tb"][i] = bucket_of(event.terminal_id, buckets)
-                out["cb"][i] = bucket_of(event.card_id, buckets)
-            else:
-                kinds[i] = DEAD_LETTER
+            event, reason, error = _validate(
+                raw_bytes, topics[i], topic_transactions, max_record_bytes, bounds, stamps[i]
+            )
+            try:
+                _fill(out, i, event, buckets)
+            except Exception as exc:  # a valid event this stage cannot carry: this record's fault only
+                for column in _EVENT_COLUMNS:
+                    out[column][i] = None
+                event, reason, error = None, "invalid_value", describe_failure("event", exc)
+            if event is None:
+                out["kind"][i] = DEAD_LETTER
                 out["reason"][i] = reason
                 out["payload"][i] = dead_letter_for(
                     raw_bytes, error, topics[i], partitions[i], offsets[i], failed_at=now
                 ).model_dump_json()
                 out["tb"][i] = out["cb"][i] = offsets[i] % buckets
         yield pd.DataFrame(out, columns=list(PARSED_COLUMNS))
+
+
+def _fill(out: dict[str, list[Any]], i: int, event: Transaction | Label | None, buckets: int) -> None:
+    """Write one validated event into row ``i`` of the PARSED_COLUMNS lists (nothing for a dead letter)."""
+    if isinstance(event, Transaction):
+        out["kind"][i] = TRANSACTION
+        out["t_us"][i] = _micros(event.event_time)
+        out["transaction_id"][i] = event.transaction_id
+        out["card_id"][i], out["terminal_id"][i] = event.card_id, event.terminal_id
+        out["amount"][i] = float(event.amount)
+        out["channel"][i] = event.channel
+        out["country"][i] = event.country
+        out["payload"][i] = event.model_dump_json()
+        out["tb"][i] = bucket_of(event.terminal_id, buckets)
+        out["cb"][i] = bucket_of(event.card_id, buckets)
+    elif isinstance(event, Label):
+        out["kind"][i] = LABEL
+        out["t_us"][i] = _micros(event.reported_at)
+        out["transaction_id"][i] = event.transaction_id
+        out["card_id"][i], out["terminal_id"][i] = event.card_id, event.terminal_id
+        out["is_fraud"][i] = event.is_fraud
+        out["label_event_us"][i] = _micros(event.event_time)
+        out["tb"][i] = bucket_of(event.terminal_id, buckets)
+        out["cb"][i] = bucket_of(event.card_id, buckets)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from fraudwatch.errors import ModelError
 from fraudwatch.features import FEATURE_NAMES
-from fraudwatch_stream.records import unpack_features
+from fraudwatch_stream.records import describe_failure, unpack_features
 
 __all__ = [
     "ALERT_DECISIONS",
@@ -37,7 +37,7 @@ log = logging.getLogger("fraudwatch_stream.scoring")
 
 #: decisions published on fraud.alerts (and explained with reasons)
 ALERT_DECISIONS = frozenset({"review", "decline"})
-SCORE_COLUMNS = ("score", "decision", "model_name", "model_version", "value")
+SCORE_COLUMNS = ("score", "decision", "model_name", "model_version", "value", "error")
 REASONS_KEPT = 3
 
 
@@ -146,30 +146,52 @@ def score_transactions(work: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
 
     Reasons are computed for the transactions a human will look at (review and decline: the alerts); an
     approved transaction carries an empty list. Explaining costs ~65 µs per row, scoring ~2 µs.
+
+    Per-record isolation: a row whose features or score are not finite, or whose explanation or JSON
+    fails, gets ``error`` (and no value) and becomes a dead letter in the sink; the other rows are scored.
+    The model failing on the whole matrix is not a record's fault: it raises and fails the batch.
     """
     model = current_model(config)
     matrix = np.hstack((unpack_features(work["cfeat"]), unpack_features(work["tfeat"])))
-    scores = model.score(matrix)
-    decisions = list(model.model.decide(scores))
+    bad = ~np.isfinite(matrix).all(axis=1)
+    scores = np.asarray(model.score(np.where(bad[:, None], 0.0, matrix)), dtype=np.float64)
+    bad |= ~(np.isfinite(scores) & (scores >= 0.0) & (scores <= 1.0))
+    scores = np.where(bad, np.nan, scores)
+    decisions: list[str | None] = list(model.model.decide(np.where(bad, 0.0, scores)))
     scored_at = _rfc3339_now()
-    values = []
+    values: list[str | None] = []
+    errors: list[str | None] = []
     for j, (payload, decision) in enumerate(zip(work["payload"].tolist(), decisions, strict=True)):
-        record = orjson.loads(payload)
-        record.update(
-            score=float(scores[j]),
-            decision=decision,
-            model_name=model.name,
-            model_version=model.version,
-            reasons=model.explain(matrix[j], record.get("country")) if decision in ALERT_DECISIONS else [],
-            scored_at=scored_at,
-        )
-        values.append(orjson.dumps(record).decode())
+        if bad[j]:
+            values.append(None)
+            errors.append("scoring: the features or the score are not finite or out of range")
+            decisions[j] = None
+            continue
+        try:
+            record = orjson.loads(payload)
+            record.update(
+                score=float(scores[j]),
+                decision=decision,
+                model_name=model.name,
+                model_version=model.version,
+                reasons=model.explain(matrix[j], record.get("country"))
+                if decision in ALERT_DECISIONS
+                else [],
+                scored_at=scored_at,
+            )
+            values.append(orjson.dumps(record).decode())
+            errors.append(None)
+        except Exception as exc:  # this record only: it is dead-lettered, the batch goes on
+            values.append(None)
+            errors.append(describe_failure("scoring", exc))
+            decisions[j] = None
     return work.assign(
         score=scores,
-        decision=decisions,
+        decision=pd.Series(decisions, index=work.index, dtype=object),
         model_name=model.name,
         model_version=model.version,
-        value=values,
+        value=pd.Series(values, index=work.index, dtype=object),
+        error=pd.Series(errors, index=work.index, dtype=object),
         payload=None,
     )
 
@@ -177,7 +199,8 @@ def score_transactions(work: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
 def score_batches(batches: Iterator[pd.DataFrame], config: ModelConfig) -> Iterator[pd.DataFrame]:
     """Body of the iterator-of-batches pandas UDF: struct(kind, payload, cfeat, tfeat) -> SCORE_COLUMNS.
 
-    Rows that are not transactions (dead letters, state rows) get nulls.
+    Rows that are not transactions (dead letters, state rows) get nulls; a transaction that could not be
+    scored gets ``error`` (the sink dead-letters it).
     """
     for pdf in batches:
         is_tx = (pdf["kind"] == 0).to_numpy()

@@ -6,6 +6,14 @@
 * **Card stage** (grouped by card bucket): computes the transaction and card features; an iterator-of-batches
   pandas UDF (:mod:`.scoring`) then scores the complete vector with the production model.
 
+**Poison records** (docs/stream.md): whatever one record raises in its per-record work — parsing and
+validation (:mod:`.records`), its feature step, non-finite features — becomes a dead letter for that record
+only. A group runs its steps against the committed entity states (nothing is written before the commit), so
+when a step raises the group is simply run again without that record (:func:`_isolate`): the records that
+remain see exactly the state they would have seen had the poison record never arrived. Errors that are not
+a record's fault (state that cannot be decoded, the state store, Spark) still fail the batch, which Spark
+then re-runs from the last committed state.
+
 Inside a group rows are processed in (time, kind) order — transactions at their event_time before labels
 at their reported_at — exactly like :func:`fraudwatch.features.replay`, through the same ``terminal_step``,
 ``apply_label`` and ``card_step`` functions. Rows a stage does not own (dead letters, the other stage's
@@ -32,11 +40,14 @@ import pickle
 import secrets
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 
+from fraudwatch.events import EventBounds, dead_letter_for
 from fraudwatch.features import CardState, TerminalState, apply_label, card_step, terminal_step
 from fraudwatch_stream.records import (
     CARD_STATE,
@@ -46,16 +57,20 @@ from fraudwatch_stream.records import (
     TERMINAL_STATE,
     TRANSACTION,
     dead_letter_row,
+    describe_failure,
     empty_rows,
     pack_features,
     pack_states,
     parse_frame,
 )
 
+_T = TypeVar("_T")
+
 __all__ = [
     "CHUNK_BYTES",
     "CardProcessor",
     "EntityLog",
+    "RecordFailed",
     "TerminalProcessor",
     "card_stage",
     "terminal_stage",
@@ -170,6 +185,43 @@ class EntityLog:
         _CACHE[(self.stage, bucket)] = (token, entities)
 
 
+class RecordFailed(Exception):
+    """Records of a group whose per-record step failed: ``{position in the work frame: error text}``."""
+
+    def __init__(self, failures: dict[int, str]) -> None:
+        super().__init__(f"{len(failures)} record(s) failed")
+        self.failures = failures
+
+
+def _isolate(steps: Callable[[frozenset[int]], _T]) -> tuple[_T, dict[int, str]]:
+    """Run a group's per-record ``steps(skip)``; when records fail, run it again without them.
+
+    ``steps`` must start from the committed entity states every time (it may only write state after it
+    returns), so the final pass is exactly the pass the group would have had without the failed records.
+    No cost while nothing fails; each failing record costs one more pass over its group.
+    """
+    failed: dict[int, str] = {}
+    while True:
+        try:
+            return steps(frozenset(failed)), failed
+        except RecordFailed as exc:
+            new = {pos: err for pos, err in exc.failures.items() if pos not in failed}
+            if not new:  # a step must never fail twice for the same record; refuse to loop
+                raise RuntimeError("a skipped record failed again") from exc
+            failed.update(new)
+
+
+def _check_finite(rows: list[list[float] | None], where: str) -> None:
+    """Feature rows must be finite: a non-finite one means its record pushed the state out of range."""
+    positions = [i for i, row in enumerate(rows) if row is not None]
+    if not positions:
+        return
+    ok = np.isfinite(np.asarray([rows[i] for i in positions], dtype=np.float64)).all(axis=1)
+    if not ok.all():
+        bad = {positions[j]: f"{where}: the features are not finite" for j in np.flatnonzero(~ok).tolist()}
+        raise RecordFailed(bad)
+
+
 def _state_row(kind: int, encoded: dict[str, bytes], bucket: int, entities: int) -> pd.DataFrame:
     """One row carrying every entity state a group changed (for the online store, written by the sink)."""
     out = empty_rows(1)
@@ -178,6 +230,18 @@ def _state_row(kind: int, encoded: dict[str, bytes], bucket: int, entities: int)
     out["cb"] = [bucket]
     out["entities"] = [entities]
     return pd.DataFrame(out, columns=list(ROW_COLUMNS))
+
+
+def _dead_letter_of_row(row: Any, error: str, topic: str) -> str:
+    """The DeadLetter JSON of a validated transaction row (its raw bytes stayed in the terminal stage)."""
+    return dead_letter_for(
+        row.payload.encode("utf-8") if isinstance(row.payload, str) else None,
+        error,
+        topic,
+        int(row.src_partition),
+        int(row.src_offset),
+        failed_at=datetime.now(UTC),
+    ).model_dump_json()
 
 
 def _text(value: Any) -> str | None:
@@ -201,6 +265,7 @@ def terminal_stage(
     buckets: int,
     topic_transactions: str,
     max_record_bytes: int,
+    bounds: EventBounds | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Raw Kafka rows of one terminal bucket -> dead letters, transactions with terminal features, state."""
     bucket = _bucket_key(key)
@@ -208,7 +273,11 @@ def terminal_stage(
     raw = pd.concat(list(pdfs), ignore_index=True)
     marks.append(("input", time.perf_counter()))
     pdf = parse_frame(
-        raw, topic_transactions=topic_transactions, max_record_bytes=max_record_bytes, buckets=buckets
+        raw,
+        topic_transactions=topic_transactions,
+        max_record_bytes=max_record_bytes,
+        buckets=buckets,
+        bounds=bounds,
     )
     kinds = pdf["kind"].to_numpy()
     events = (kinds == TRANSACTION) | (kinds == LABEL)
@@ -233,38 +302,61 @@ def terminal_stage(
         return
     entities, meta = log.open(bucket)
     marks.append(("open", time.perf_counter()))
-    touched: dict[str, TerminalState] = {}
-    feats: list[list[float] | None] = []
-    for kind, t_us, tid, txid, fraud, event_us in zip(
+    columns = (
         work["kind"].tolist(),
         work["t_us"].tolist(),
         work["terminal_id"].tolist(),
         work["transaction_id"].tolist(),
         work["is_fraud"].tolist(),
         work["label_event_us"].tolist(),
-        strict=True,
-    ):
-        term = touched.get(tid)
-        if kind == LABEL and not fraud:
-            feats.append(None)  # genuine labels change no state (and create none, like replay)
-            continue
-        if term is None:
-            raw_state = entities.get(tid)
-            term = touched[tid] = TerminalState.from_bytes(raw_state) if raw_state else TerminalState()
-        if kind == TRANSACTION:
-            feats.append(terminal_step(term, t_us / 1e6))
-        else:
-            apply_label(term, txid, int(event_us) / 1e6, True)
-            feats.append(None)
+    )
+
+    def steps(skip: frozenset[int]) -> tuple[dict[str, TerminalState], list[list[float] | None]]:
+        touched: dict[str, TerminalState] = {}
+        feats: list[list[float] | None] = []
+        for pos, (kind, t_us, tid, txid, fraud, event_us) in enumerate(zip(*columns, strict=True)):
+            if pos in skip or (kind == LABEL and not fraud):
+                feats.append(None)  # genuine labels change no state (and create none, like replay)
+                continue
+            term = touched.get(tid)
+            if term is None:  # undecodable state is not this record's fault: it fails the batch
+                raw_state = entities.get(tid)
+                term = touched[tid] = TerminalState.from_bytes(raw_state) if raw_state else TerminalState()
+            try:
+                if kind == TRANSACTION:
+                    feats.append(terminal_step(term, t_us / 1e6))
+                else:
+                    apply_label(term, txid, int(event_us) / 1e6, True)
+                    feats.append(None)
+            except Exception as exc:
+                raise RecordFailed({pos: describe_failure("terminal features", exc)}) from exc
+        _check_finite(feats, "terminal features")
+        return touched, feats
+
+    (touched, feats), failed = _isolate(steps)
+    if failed:  # dead letters that keep the raw Kafka bytes
+        positions = sorted(failed)
+        letters = work.iloc[positions][list(ROW_COLUMNS)].copy()
+        letters["kind"] = DEAD_LETTER
+        letters["reason"] = "feature_error"
+        letters["payload"] = [
+            dead_letter_row(raw.loc[work.index[pos]], "feature_error", failed[pos])["payload"]
+            for pos in positions
+        ]
+        yield letters
     encoded = {tid: term.to_bytes() for tid, term in touched.items()}
     marks.append(("features", time.perf_counter()))
     if encoded:
         log.commit(bucket, entities, meta, encoded)
     marks.append(("commit", time.perf_counter()))
     is_tx = (work["kind"] == TRANSACTION).to_numpy()
+    if failed:
+        is_tx[list(failed)] = False
     if is_tx.any():
         yield work.loc[is_tx, list(ROW_COLUMNS)].assign(
-            tfeat=pack_features([f for f, tx in zip(feats, is_tx.tolist(), strict=True) if tx])
+            tfeat=pack_features(
+                [f for f, tx in zip(feats, is_tx.tolist(), strict=True) if tx and f is not None]
+            )
         )
     marks.append(("emit", time.perf_counter()))
     if encoded:
@@ -279,6 +371,7 @@ def card_stage(
     log: EntityLog,
     *,
     buckets: int,
+    topic_transactions: str = "transactions",
 ) -> Iterator[pd.DataFrame]:
     """Transactions of one card bucket -> transaction and card features (in FEATURE_NAMES order), state."""
     bucket = _bucket_key(key)
@@ -295,27 +388,53 @@ def card_stage(
         return
     entities, meta = log.open(bucket)
     marks.append(("open", time.perf_counter()))
-    touched: dict[str, CardState] = {}
-    feats: list[list[float]] = []
-    for t_us, cid, tid, amount, country, channel in zip(
+    columns = (
         work["t_us"].tolist(),
         work["card_id"].tolist(),
         work["terminal_id"].tolist(),
         work["amount"].tolist(),
         work["country"].tolist(),
         work["channel"].tolist(),
-        strict=True,
-    ):
-        card = touched.get(cid)
-        if card is None:
-            raw_state = entities.get(cid)
-            card = touched[cid] = CardState.from_bytes(raw_state) if raw_state else CardState()
-        feats.append(card_step(card, t_us / 1e6, float(amount), tid, _text(country), _text(channel)))
+    )
+
+    def steps(skip: frozenset[int]) -> tuple[dict[str, CardState], list[list[float] | None]]:
+        touched: dict[str, CardState] = {}
+        feats: list[list[float] | None] = []
+        for pos, (t_us, cid, tid, amount, country, channel) in enumerate(zip(*columns, strict=True)):
+            if pos in skip:
+                feats.append(None)
+                continue
+            card = touched.get(cid)
+            if card is None:  # undecodable state is not this record's fault: it fails the batch
+                raw_state = entities.get(cid)
+                card = touched[cid] = CardState.from_bytes(raw_state) if raw_state else CardState()
+            try:
+                feats.append(card_step(card, t_us / 1e6, float(amount), tid, _text(country), _text(channel)))
+            except Exception as exc:
+                raise RecordFailed({pos: describe_failure("card features", exc)}) from exc
+        _check_finite(feats, "card features")
+        return touched, feats
+
+    (touched, feats), failed = _isolate(steps)
+    if failed:
+        dead = work.iloc[sorted(failed)].copy()
+        dead["kind"] = DEAD_LETTER
+        dead["reason"] = "feature_error"
+        dead["payload"] = [
+            _dead_letter_of_row(row, failed[pos], topic_transactions)
+            for pos, row in zip(sorted(failed), dead.itertuples(index=False), strict=True)
+        ]
+        yield dead[list(ROW_COLUMNS)]
+        keep = np.ones(len(work), dtype=bool)
+        keep[list(failed)] = False
+        work = work[keep]
+    rows = [f for f in feats if f is not None]  # the failed records' places are the only None
     encoded = {cid: card.to_bytes() for cid, card in touched.items()}
     marks.append(("features", time.perf_counter()))
     log.commit(bucket, entities, meta, encoded)
     marks.append(("commit", time.perf_counter()))
-    yield work.assign(cfeat=pack_features(feats))
+    if len(work):
+        yield work.assign(cfeat=pack_features(rows))
     marks.append(("emit", time.perf_counter()))
     yield _state_row(CARD_STATE, encoded, bucket, len(entities))
     marks.append(("emit_state", time.perf_counter()))
@@ -331,10 +450,17 @@ def _processor_base() -> type:
 class TerminalProcessor(_processor_base()):  # type: ignore[misc]
     """Validation + terminal state (stage 1)."""
 
-    def __init__(self, buckets: int, topic_transactions: str, max_record_bytes: int) -> None:
+    def __init__(
+        self,
+        buckets: int,
+        topic_transactions: str,
+        max_record_bytes: int,
+        bounds: EventBounds | None = None,
+    ) -> None:
         self.buckets = buckets
         self.topic_transactions = topic_transactions
         self.max_record_bytes = max_record_bytes
+        self.bounds = bounds
         self.log: EntityLog | None = None
 
     def init(self, handle: Any) -> None:
@@ -351,6 +477,7 @@ class TerminalProcessor(_processor_base()):  # type: ignore[misc]
             buckets=self.buckets,
             topic_transactions=self.topic_transactions,
             max_record_bytes=self.max_record_bytes,
+            bounds=self.bounds,
         )
 
     def close(self) -> None:
@@ -360,8 +487,9 @@ class TerminalProcessor(_processor_base()):  # type: ignore[misc]
 class CardProcessor(_processor_base()):  # type: ignore[misc]
     """Card state (stage 2)."""
 
-    def __init__(self, buckets: int) -> None:
+    def __init__(self, buckets: int, topic_transactions: str = "transactions") -> None:
         self.buckets = buckets
+        self.topic_transactions = topic_transactions
         self.log: EntityLog | None = None
 
     def init(self, handle: Any) -> None:
@@ -371,7 +499,9 @@ class CardProcessor(_processor_base()):  # type: ignore[misc]
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
     ) -> Iterator[pd.DataFrame]:
         assert self.log is not None
-        yield from card_stage(key, rows, self.log, buckets=self.buckets)
+        yield from card_stage(
+            key, rows, self.log, buckets=self.buckets, topic_transactions=self.topic_transactions
+        )
 
     def close(self) -> None:
         return None
