@@ -83,8 +83,8 @@ data: ## write simulated history (DAYS=) with labels to .local/data
 	$(PY) -m fraudwatch.simulator --days $(DAYS) --out $(LOCAL)/data
 
 .PHONY: train
-train: ## build training data, train, evaluate, log, register, promote (DATA=path PRESET=handbook TRAIN_ARGS= optional)
-	$(PY) -m fraudwatch_training train $(if $(DATA),--data $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(TRAIN_ARGS)
+train: ## build training data, train, evaluate, log, register, promote (DATA=path PRESET=handbook|MAPPING=file LABEL_DELAY= TRAIN_ARGS= optional)
+	$(PY) -m fraudwatch_training train $(if $(DATA),--data $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(MAPPING),--mapping $(MAPPING)) $(if $(LABEL_DELAY),--label-delay $(LABEL_DELAY)) $(TRAIN_ARGS)
 
 .PHONY: serve
 serve: ## run the scorer API on :8000
@@ -99,9 +99,9 @@ produce: ## stream live simulated transactions continuing `make data` (RATE= eve
 	$(VENV)/bin/fraudwatch-produce $(if $(SPEEDUP),--speedup $(SPEEDUP),--rate $(RATE)) --duration $(DURATION)
 
 .PHONY: demo
-demo: ## the whole pipeline end to end, then a summary (DURATION=60, STOP=1 to stop services after)
+demo: ## the whole pipeline end to end, then a summary of this run (DURATION=60, SPEEDUP= or RATE=, STOP=1 to stop services after)
 	$(MAKE) setup
-	$(PY) scripts/demo.py --duration $(DURATION) --rate $(if $(filter command line,$(origin RATE)),$(RATE),500) $(if $(filter 1,$(STOP)),--stop)
+	$(PY) scripts/demo.py --duration $(DURATION) $(if $(SPEEDUP),--speedup $(SPEEDUP)) $(if $(filter command line,$(origin RATE)),--rate $(RATE)) $(if $(filter 1,$(STOP)),--stop)
 
 .PHONY: test-unit
 test-unit: ## fast tests, no services
@@ -123,8 +123,8 @@ bench-producer: ## producer throughput measured by an independent consumer
 	$(PY) bench/bench_producer.py
 
 .PHONY: bench-quality
-bench-quality: ## detection quality on the Fraud Detection Handbook protocols (DATA=.../transactions_raw.parquet)
-	$(PY) bench/bench_quality.py $(if $(DATA),--data $(DATA))
+bench-quality: ## detection quality, Handbook prequential protocol (DATA=.../transactions_raw.parquet; any history: MAPPING=file OUT=results.json)
+	$(PY) bench/bench_quality.py $(if $(DATA),--data $(DATA)) $(if $(MAPPING),--mapping $(MAPPING)) $(if $(LABEL_DELAY),--label-delay $(LABEL_DELAY)) $(if $(OUT),--out $(OUT))
 
 .PHONY: bench-api
 bench-api: ## our /score vs `mlflow models serve` on the same model

@@ -28,6 +28,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,7 @@ def resolve_mapping(raw: pd.DataFrame, args: argparse.Namespace) -> tuple[Column
             mapping = ColumnMapping({**ours, **_columns(args.column)}, label_delay=7.0)
     extra = _columns(args.column) if args.mapping is not None or preset is not None else {}
     delay = args.label_delay if args.label_delay is not None else mapping.label_delay
-    return ColumnMapping({**mapping.columns, **extra}, delay, args.seed), preset
+    return replace(mapping, columns={**mapping.columns, **extra}, label_delay=delay, seed=args.seed), preset
 
 
 def fold_data(history: History, features: np.ndarray) -> FoldData:

@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         policy=ThresholdPolicy(args.decline_precision, args.review_recall, args.max_review_rate),
         promote=not args.no_promote,
         data_source=str(args.data or settings.local_dir / "data"),
+        # a mapped (foreign) history's scenario ids are not the simulator's: report them by number
+        scenario_names=history.source.get("scenario_names"),
         progress=True,
         echo=console.print,
     )

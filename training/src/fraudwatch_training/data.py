@@ -67,6 +67,7 @@ class ColumnMapping:
     columns: dict[str, str]
     label_delay: float | str = 7.0
     seed: int = 0  # of the simulator delay model
+    scenario_names: dict[int, str] = field(default_factory=dict)  # fraud_scenario id -> name, if known
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.columns) - set(FIELDS))
@@ -104,6 +105,7 @@ HANDBOOK = ColumnMapping(
         "fraud_scenario": "TX_FRAUD_SCENARIO",
     },
     label_delay=7.0,
+    scenario_names={1: "amount_over_220", 2: "compromised_terminal", 3: "compromised_card"},
 )
 PRESETS: dict[str, ColumnMapping] = {"handbook": HANDBOOK}
 
@@ -227,7 +229,7 @@ def apply_mapping(raw: pd.DataFrame, mapping: ColumnMapping) -> History:
             raise _column_error("fraud_scenario", col["fraud_scenario"], "must hold integers")
         tx["fraud_scenario"] = scen.astype(np.int64)
     else:
-        tx["fraud_scenario"] = tx["is_fraud"].astype(np.int64)
+        tx["fraud_scenario"] = 0  # unknown: no per-scenario report (0 is "genuine or unknown")
     if "reported_at" in col:
         rep = _timestamps(raw[col["reported_at"]], "reported_at", col["reported_at"], allow_null=True)
         if rep[tx["is_fraud"]].isna().any():
@@ -241,7 +243,11 @@ def apply_mapping(raw: pd.DataFrame, mapping: ColumnMapping) -> History:
         tx["reported_at"] = tx["reported_at"].dt.floor("us")
     tx = tx.sort_values("event_time", kind="stable").reset_index(drop=True)
     labels = tx[["transaction_id", "card_id", "terminal_id", "event_time", "is_fraud", "reported_at"]]
-    source = {"columns": dict(col), "label_delay": mapping.describe_delay()}
+    source = {
+        "columns": dict(col),
+        "label_delay": mapping.describe_delay(),
+        "scenario_names": mapping.scenario_names,
+    }
     return History(tx, labels.copy(), source)
 
 

@@ -164,6 +164,7 @@ def train_and_register(
     importance_rows: int = 6000,
     plots: bool = True,
     data_source: str = "",
+    scenario_names: dict[int, str] | None = None,
     progress: bool = False,
     echo: Callable[[str], None] = _noop,
 ) -> TrainingResult:
@@ -181,6 +182,9 @@ def train_and_register(
     from mlflow import MlflowClient
 
     from fraudwatch.simulator import SCENARIOS
+
+    # fraud_scenario ids are the simulator's unless the caller names another dataset's (e.g. the Handbook's)
+    names = SCENARIOS if scenario_names is None else scenario_names
 
     timings: dict[str, float] = {}
     split, policy, costs = split or SplitConfig(), policy or ThresholdPolicy(), costs or CostModel()
@@ -247,7 +251,7 @@ def train_and_register(
         }
         m["threshold_review"], m["threshold_decline"] = choice.thresholds.review, choice.thresholds.decline
         for name, r in recall_per_scenario(
-            test.scenario, test_scores, choice.thresholds.review, SCENARIOS
+            test.scenario, test_scores, choice.thresholds.review, names
         ).items():
             m[f"test_recall_review_{name}"] = r
         metrics[kind] = m
