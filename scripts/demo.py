@@ -1,10 +1,16 @@
-"""`make demo`: the whole pipeline on this machine, then a summary.
+"""`make demo`: the whole pipeline on this machine, then a summary of this run's traffic.
 
-Services up (Kafka, MLflow, Redis and Prometheus where installed) -> simulated history -> train and promote
--> scorer API and stream job started -> live traffic (plus a few malformed records) for --duration seconds
--> wait for the stream to catch up -> summary: events produced, scored and alerted, dead letters, precision
-and recall of the alerts against the simulator's ground truth (the labels topic), API and stream latency,
-and where to look. The API and the stream keep running until `make down` (or stop at the end with --stop).
+Services up (Kafka, MLflow, Redis and Prometheus where installed) -> simulated history (its own population
+under <local>/demo/data) -> train and promote -> scorer API and stream job started -> a few malformed records
+-> the stream catches up with any backlog -> live traffic for --duration seconds: the history's cards on a
+simulated clock continuing from its end (--speedup) -> wait until the stream scored it all -> summary.
+
+The summary counts only this run's records (the topics' end offsets are recorded at the start; earlier
+traffic is reported, not counted): events produced, scored and alerted, dead letters, alert precision and
+recall at both thresholds against the simulator's ground truth (the labels topic) next to the same model's
+offline test figures, with the 95% Wilson interval of each live figure as the tolerance (README, "What the
+demo shows"); stream latency from Kafka timestamps (input record -> scored record, never event_time); API
+latency. The API and the stream keep running until `make down` (or stop at the end with --stop).
 
 Every address comes from FRAUDWATCH_* settings, so the smoke test runs it on other ports in a temp dir.
 """
@@ -15,6 +21,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import signal
 import statistics
@@ -24,7 +31,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,12 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("stream", "api")
+#: the demo's population and pace: one simulated day every 5 s, so that in a 60 s run the genuine labels
+#: (confirmed 7 simulated days after their transaction) arrive for the first ~25 s of traffic, and 1,000
+#: cards (2,540 transactions a simulated day) make that about 500 transactions a second on average
+DEMO_SPEEDUP = 17_280.0
+DEMO_CARDS = 1_000
+DEMO_TERMINALS = 400
 
 
 def _services_module() -> Any:
@@ -128,8 +143,31 @@ class Apps:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def consume_all(bootstrap: str, topic: str, idle_seconds: float = 3.0) -> list[Any]:
-    """Every record currently on ``topic`` (an independent consumer, confluent-kafka)."""
+Offsets = dict[int, int]  # partition -> offset
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, Offsets]:
+    """The current end offset of every partition of ``topics`` (where this run's records will start)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{uuid.uuid4()}"})
+    try:
+        out: dict[str, Offsets] = {}
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=10)
+            out[topic] = {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in meta.topics[topic].partitions
+            }
+        return out
+    finally:
+        consumer.close()
+
+
+def consume_all(
+    bootstrap: str, topic: str, start: Offsets | None = None, idle_seconds: float = 3.0
+) -> list[Any]:
+    """Every record on ``topic`` from ``start`` (default: the beginning) to its current end (confluent-kafka)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -137,11 +175,11 @@ def consume_all(bootstrap: str, topic: str, idle_seconds: float = 3.0) -> list[A
     )
     try:
         meta = consumer.list_topics(topic, timeout=10)
-        parts = [TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions]
+        parts = [TopicPartition(topic, p, (start or {}).get(p, 0)) for p in meta.topics[topic].partitions]
         ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts}
         consumer.assign(parts)
         records: list[Any] = []
-        done = {p for p, end in ends.items() if end == 0}
+        done = {p.partition for p in parts if ends[p.partition] <= p.offset}
         last = time.monotonic()
         while len(done) < len(ends) and time.monotonic() - last < idle_seconds:
             msg = consumer.poll(0.5)
@@ -156,6 +194,22 @@ def consume_all(bootstrap: str, topic: str, idle_seconds: float = 3.0) -> list[A
         consumer.close()
 
 
+def history_spec(data: Path, population: dict[str, int]) -> dict[str, Any] | None:
+    """The demo history's simulation.json when it was written for ``population`` (else it is rewritten)."""
+    try:
+        spec: dict[str, Any] = json.loads((data / "simulation.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (data / "transactions.parquet").exists():
+        return None
+    return spec if all(spec.get(k) == v for k, v in population.items()) else None
+
+
+def backlog(start: dict[str, Offsets], topic: str) -> int:
+    """Records already on ``topic`` when the demo started (earlier runs' traffic)."""
+    return sum(start.get(topic, {}).values())
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -163,15 +217,196 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+# ------------------------------------------------------------------------------------------ live vs offline
+#: the live figure agrees with the offline one when the offline figure lies in the live figure's Wilson
+#: interval at this confidence (z = 1.96: 95 %), given the number of labels behind the live figure
+WILSON_Z = 1.96
+#: below this many labels behind a live figure the demo does not compare it at all (the interval spans most
+#: of [0, 1]): it says how many it would need instead
+MIN_LABELS = 5
+#: the offline figures of a logged model: name in the summary -> MLflow metric of its training run (the
+#: held-out test period, scored with the thresholds tuned on validation, i.e. what the model will do live)
+OFFLINE_METRICS = {
+    "precision at review": "test_precision_at_review",
+    "recall at review": "test_recall_at_review",
+    "precision at decline": "test_precision_at_decline",
+    "recall at decline": "test_recall_at_decline",
+}
+
+
+def wilson(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion: honest for small ``n`` and for p near 0 or 1."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One live proportion (precision or recall at a threshold) and how it compares with the offline one."""
+
+    name: str
+    hits: int
+    n: int
+    offline: float | None
+
+    @property
+    def value(self) -> float:
+        return self.hits / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.hits, self.n)
+
+    @property
+    def verdict(self) -> str:
+        """within / outside the tolerance, or why there is no comparison."""
+        if self.offline is None or not math.isfinite(self.offline):
+            return "no offline figure"
+        if self.n < MIN_LABELS:
+            return f"too few labels ({self.n} < {MIN_LABELS})"
+        lo, hi = self.interval
+        return "within" if lo <= self.offline <= hi else "outside"
+
+    def row(self) -> tuple[str, str]:
+        lo, hi = self.interval
+        live = f"{self.value:.3f} [{lo:.3f}, {hi:.3f}] n={self.n:,}" if self.n else "n/a (no labels yet)"
+        offline = f"{self.offline:.3f}" if self.offline is not None and math.isfinite(self.offline) else "n/a"
+        return self.name, f"{live:<32} offline {offline}  {self.verdict}"
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Alert quality of this run against the labels seen so far, at both thresholds."""
+
+    figures: list[Figure]
+    labelled: int
+    labelled_frauds: int
+    matured: int  # transactions old enough that a genuine label would have arrived
+    matured_labelled: int
+    unlabelled_genuine_window: bool  # no genuine label yet: precision cannot be estimated
+
+
+def alert_quality(
+    scored: dict[str, dict[str, Any]],
+    labels: dict[str, bool],
+    offline: dict[str, float],
+) -> Quality:
+    """Precision and recall of the live decisions at both thresholds against the labels that arrived.
+
+    Labels arrive late, and not at the same pace for both classes (a fraud is reported after days, a genuine
+    transaction is confirmed at settlement), so the labels seen at any moment are not a random sample:
+    * recall (flagged frauds / labelled frauds) uses every labelled fraud;
+    * precision (frauds / flagged) uses only the *matured* window, the transactions no later (event time)
+      than the latest one with a genuine label: there both classes had the time to be labelled. Frauds of
+      that window whose report is still pending are missing, which can only lower the live precision.
+    """
+    when = {t: datetime.fromisoformat(r["event_time"]) for t, r in scored.items()}
+    labelled = [t for t in scored if t in labels]
+    frauds = [t for t in labelled if labels[t]]
+    genuine_times = [when[t] for t in labelled if not labels[t]]
+    frontier = max(genuine_times) if genuine_times else None
+    matured = [t for t in scored if frontier is not None and when[t] <= frontier]
+    matured_labelled = [t for t in matured if t in labels]
+    figures = []
+    for level, flagged_decisions in (("review", ("review", "decline")), ("decline", ("decline",))):
+        flagged = [t for t in matured_labelled if scored[t]["decision"] in flagged_decisions]
+        tp = sum(1 for t in flagged if labels[t])
+        caught = sum(1 for t in frauds if scored[t]["decision"] in flagged_decisions)
+        figures.append(
+            Figure(f"precision at {level}", tp, len(flagged), offline.get(f"precision at {level}"))
+        )
+        figures.append(Figure(f"recall at {level}", caught, len(frauds), offline.get(f"recall at {level}")))
+    return Quality(
+        figures=figures,
+        labelled=len(labelled),
+        labelled_frauds=len(frauds),
+        matured=len(matured),
+        matured_labelled=len(matured_labelled),
+        unlabelled_genuine_window=frontier is None,
+    )
+
+
+def explain(quality: Quality) -> list[str]:
+    """Why live figures differ from the offline ones (printed when one is outside or not comparable)."""
+    lines: list[str] = []
+    for f in quality.figures:
+        if f.verdict == "within" or f.verdict == "no offline figure":
+            continue
+        lo, hi = f.interval
+        if f.verdict.startswith("too few"):
+            lines.append(
+                f"{f.name}: {f.n} labels behind it; with so few, the 95% interval is [{lo:.2f}, {hi:.2f}]: "
+                f"run longer (DURATION=) to see at least {MIN_LABELS}"
+            )
+        else:
+            lines.append(
+                f"{f.name}: {f.value:.3f} from {f.hits}/{f.n}; 95% interval [{lo:.3f}, {hi:.3f}] excludes the "
+                f"offline {f.offline:.3f}: not explained by the number of labels alone"
+            )
+    if quality.unlabelled_genuine_window:
+        lines.append(
+            "no genuine label has arrived yet (genuine transactions are confirmed at settlement, later than "
+            "most frauds are reported): precision cannot be estimated from this run's labels"
+        )
+    if any(f.verdict == "outside" for f in quality.figures):
+        lines.append(
+            "a real gap means the live traffic is unlike the model's test period (docs/simulator.md: live vs "
+            "history scenario rates) or the model in production is not the one compared (see its version)"
+        )
+    return lines
+
+
+def offline_figures(tracking_uri: str, model_name: str, version: str) -> dict[str, float]:
+    """The held-out figures `make train` logged for this model version (its run's metrics)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    run_id = client.get_model_version(model_name, version).run_id
+    if not run_id:
+        return {}
+    metrics = client.get_run(run_id).data.metrics
+    return {name: float(metrics[key]) for name, key in OFFLINE_METRICS.items() if key in metrics}
+
+
+def stream_lag(metrics_text: str) -> dict[str, float]:
+    """fraudwatch_stream_kafka_lag per topic, from the stream's /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "fraudwatch_stream_kafka_lag":
+                out[sample.labels.get("topic", "")] = float(sample.value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live traffic")
-    parser.add_argument("--rate", type=int, default=500, help="transactions per second")
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        default=DEMO_SPEEDUP,
+        help="simulated seconds per wall second of live traffic (default: a simulated day every 5 s)",
+    )
+    parser.add_argument(
+        "--rate", type=int, default=None, help="a fixed rate (tx/s) instead of --speedup (the clock follows)"
+    )
     parser.add_argument("--days", type=int, default=60, help="days of simulated history to train on")
+    parser.add_argument("--cards", type=int, default=DEMO_CARDS, help="cards of the simulated population")
+    parser.add_argument("--terminals", type=int, default=DEMO_TERMINALS, help="terminals of the population")
     parser.add_argument("--stop", action="store_true", help="stop everything at the end")
     parser.add_argument("--stop-apps", action="store_true", help="only stop the API and stream it started")
+    parser.add_argument(
+        "--backlog-timeout", type=float, default=900.0, help="seconds to wait for the stream to catch up"
+    )
     args = parser.parse_args(argv)
 
     from fraudwatch.config import get_settings
@@ -193,20 +428,38 @@ def main(argv: list[str] | None = None) -> int:
     }
     env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    # live event_time is simulated time (it starts where the history ends, in the past, and runs ahead of the
+    # wall clock): the event-time plausibility window cannot hold for it (docs/producer.md), so the demo's
+    # API and stream run without it
+    env["FRAUDWATCH_EVENT_MAX_AGE_DAYS"] = "0"
+    env["FRAUDWATCH_EVENT_MAX_FUTURE_SECONDS"] = "0"
     started = time.monotonic()
+    bootstrap = settings.kafka_bootstrap
 
     say("1/7 local services")
     services = _services_module().Services(local, required=("kafka", "mlflow"))
     services.up()
-
-    data = local / "data"
-    say(f"2/7 simulated history ({args.days} days) -> {data}")
-    if not (data / "transactions.parquet").exists():
-        subprocess.run(
-            [py, "-m", "fraudwatch.simulator", "--days", str(args.days), "--out", str(data)],
-            check=True,
-            env=env,
+    # where this run's records start on every topic: the summary counts this run's traffic only
+    start = end_offsets(bootstrap, list(settings.all_topics))
+    old_tx, old_labels = backlog(start, settings.topic_transactions), backlog(start, settings.topic_labels)
+    if old_tx or old_labels:
+        say(
+            f"    the topics already hold {old_tx:,} transactions and {old_labels:,} labels from earlier runs: "
+            "the stream scores what it has not scored yet (from its checkpoint; from the earliest offset "
+            "without one) before this run's traffic, and the summary counts this run's records only"
         )
+
+    data = local / "demo" / "data"
+    population = {"days": args.days, "cards": args.cards, "terminals": args.terminals}
+    say(
+        f"2/7 simulated history ({args.days} days, {args.cards:,} cards, {args.terminals:,} terminals) -> {data}"
+    )
+    if history_spec(data, population) is None:
+        subprocess.run(
+            [py, "-m", "fraudwatch.simulator", "--days", str(args.days), "--cards", str(args.cards),
+             "--terminals", str(args.terminals), "--out", str(data)],
+            check=True, env=env,
+        )  # fmt: skip
     else:
         say("    history already there")
 
@@ -222,10 +475,10 @@ def main(argv: list[str] | None = None) -> int:
 
     say("4/7 scorer API and stream job")
     api = f"http://{settings.api_host}:{settings.api_port}"
+    stream_metrics = f"http://127.0.0.1:{settings.stream_metrics_port}/metrics"
 
     def stream_ran_a_batch() -> bool:  # Spark is up and the query has completed a micro-batch
-        metrics = http_text(f"http://127.0.0.1:{settings.stream_metrics_port}/metrics")
-        return "\nfraudwatch_stream_last_batch_timestamp_seconds " in metrics
+        return "\nfraudwatch_stream_last_batch_timestamp_seconds " in http_text(stream_metrics)
 
     apps.start("api", [py, "-m", "fraudwatch_api"], env)
     apps.start("stream", [py, "-m", "fraudwatch_stream"], env)
@@ -239,86 +492,112 @@ def main(argv: list[str] | None = None) -> int:
         b'{"transaction_id":"bad-3","event_time":"yesterday","card_id":"c","terminal_id":"t","amount":1}',
         b"x" * (settings.max_record_bytes + 10),
     ]
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({"bootstrap.servers": bootstrap})
     for raw in bad:
         producer.produce(settings.topic_transactions, raw)
     producer.flush(10)
     try:
         wait_until(lambda: http_ok(f"{api}/readyz"), 240, "the scorer API /readyz")
         wait_until(stream_ran_a_batch, 300, "the stream job's first micro-batch")
+        # backlog: live traffic starts once the stream has read everything already on its input topics,
+        # so that this run's latency is the stream's, not the time spent on earlier runs' records
+        waited = time.monotonic()
+        last_said = 0.0
+
+        def caught_up_with_backlog() -> bool:
+            nonlocal last_said
+            lag = stream_lag(http_text(stream_metrics))
+            inputs = (settings.topic_transactions, settings.topic_labels)
+            behind = sum(lag.get(t, 0.0) for t in inputs)
+            if behind and time.monotonic() - last_said > 15:
+                last_said = time.monotonic()
+                say(f"    stream catching up with the backlog: {behind:,.0f} records behind")
+            return all(t in lag for t in inputs) and behind == 0
+
+        wait_until(caught_up_with_backlog, args.backlog_timeout, "the stream to catch up with the backlog")
+        if old_tx or old_labels:
+            say(f"    backlog done in {time.monotonic() - waited:,.0f}s")
     except SystemExit:
         for name in APPS:
             print(f"--- {name} log ---\n{apps.tail(name)}", file=sys.stderr)
         raise
 
-    say(f"5/7 live traffic: {args.rate} tx/s for {args.duration:.0f}s, labels at 1 simulated day = 1 s")
+    live = end_offsets(bootstrap, list(settings.all_topics))
+    pace = ["--rate", str(args.rate)] if args.rate is not None else ["--speedup", f"{args.speedup:g}"]
+    say(
+        f"5/7 live traffic for {args.duration:.0f}s ({' '.join(pace)}): the history's cards, on a simulated clock "
+        "continuing from its end; labels are sent when that clock passes their reported_at"
+    )
     produce = subprocess.run(
-        [py, "-m", "fraudwatch_producer", "--rate", str(args.rate), "--duration", str(args.duration),
-         "--label-delay-scale", "1", "--progress", "off"],
+        [py, "-m", "fraudwatch_producer", *pace, "--duration", str(args.duration), "--history", str(data),
+         "--progress", "off"],
         check=True, env=env, capture_output=True, text=True,
     )  # fmt: skip
-    print(produce.stdout.strip().splitlines()[-1] if produce.stdout.strip() else "", flush=True)
+    for line in produce.stderr.strip().splitlines() + produce.stdout.strip().splitlines()[-1:]:
+        print(f"    {line}", flush=True)
 
-    say("6/7 waiting for the stream to score everything")
-    sent = consume_all(settings.kafka_bootstrap, settings.topic_transactions)
-    valid_ids = set()
-    for m in sent:
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            valid_ids.add(json.loads(m.value())["transaction_id"])
-    valid_ids -= {"bad-1", "bad-2", "bad-3"}
+    say("6/7 waiting for the stream to score this run's traffic")
+    produced_ms: dict[str, int] = {}  # this run's valid transactions -> Kafka timestamp (ms)
+    for m in consume_all(bootstrap, settings.topic_transactions, live[settings.topic_transactions]):
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+            produced_ms.setdefault(json.loads(m.value())["transaction_id"], m.timestamp()[1])
     scored: dict[str, dict[str, Any]] = {}
+    scored_ms: dict[str, int] = {}  # first time each was published (the topic is at-least-once)
 
     def caught_up() -> bool:
-        for m in consume_all(settings.kafka_bootstrap, settings.topic_scored, idle_seconds=1.0):
+        for m in consume_all(bootstrap, settings.topic_scored, live[settings.topic_scored], idle_seconds=1.0):
             rec = json.loads(m.value())
-            scored[rec["transaction_id"]] = rec
-        return valid_ids <= scored.keys()
+            if rec["transaction_id"] in produced_ms:
+                scored[rec["transaction_id"]] = rec
+                scored_ms.setdefault(rec["transaction_id"], m.timestamp()[1])
+        return produced_ms.keys() <= scored.keys()
 
     wait_until(caught_up, 240, "the stream to score every valid transaction", interval=2.0)
     alerts = {
         json.loads(m.value())["transaction_id"]
-        for m in consume_all(settings.kafka_bootstrap, settings.topic_alerts)
-    }
-    dlq = consume_all(settings.kafka_bootstrap, settings.topic_dlq)
-    labels = {}
-    for m in consume_all(settings.kafka_bootstrap, settings.topic_labels):
+        for m in consume_all(bootstrap, settings.topic_alerts, live[settings.topic_alerts])
+    } & produced_ms.keys()
+    dlq = []
+    first = start[settings.topic_transactions]
+    for m in consume_all(bootstrap, settings.topic_dlq, start[settings.topic_dlq]):
+        letter = json.loads(m.value())
+        part, offset = letter.get("source_partition"), letter.get("source_offset")
+        ours = offset is not None and offset >= first.get(part, 0)  # not an earlier run's dead letter
+        if letter.get("source_topic") == settings.topic_transactions and ours:
+            dlq.append(letter)
+    labels: dict[str, bool] = {}
+    for m in consume_all(bootstrap, settings.topic_labels, live[settings.topic_labels]):
         rec = json.loads(m.value())
-        labels[rec["transaction_id"]] = bool(rec["is_fraud"])
+        if rec["transaction_id"] in produced_ms:
+            labels[rec["transaction_id"]] = bool(rec["is_fraud"])
 
-    labelled = [t for t in scored if t in labels]
-    frauds = {t for t in labelled if labels[t]}
-    flagged = {t for t in labelled if t in alerts}
-    tp = len(frauds & flagged)
-    precision = tp / len(flagged) if flagged else float("nan")
-    recall = tp / len(frauds) if frauds else float("nan")
-    latencies = [
-        (datetime.fromisoformat(r["scored_at"]) - datetime.fromisoformat(r["event_time"])).total_seconds()
-        * 1000
-        for r in scored.values()
-        if r["transaction_id"] in valid_ids
-    ]
+    versions = Counter((r["model_name"], r["model_version"]) for r in scored.values())
+    (model_name, model_version), _ = versions.most_common(1)[0]
+    try:
+        offline = offline_figures(settings.mlflow_tracking_uri, model_name, model_version)
+    except Exception as exc:  # the summary still prints the live figures
+        say(f"    offline figures unavailable: {exc}")
+        offline = {}
+    quality = alert_quality(scored, labels, offline)
+    latencies = [float(scored_ms[t] - produced_ms[t]) for t in scored_ms]
 
     say("7/7 API latency: 500 sequential POST /score with live cards")
     import httpx
 
-    sample = [r for r in list(scored.values())[:500]]
+    fields = (
+        "transaction_id",
+        "event_time",
+        "card_id",
+        "terminal_id",
+        "amount",
+        "currency",
+        "channel",
+        "country",
+    )
     api_ms: list[float] = []
     with httpx.Client(base_url=api, timeout=5) as client:
-        for r in sample:
-            body = {
-                k: r[k]
-                for k in (
-                    "transaction_id",
-                    "event_time",
-                    "card_id",
-                    "terminal_id",
-                    "amount",
-                    "currency",
-                    "channel",
-                    "country",
-                )
-                if r.get(k) is not None
-            }
+        for r in list(scored.values())[:500]:
+            body = {k: r[k] for k in fields if r.get(k) is not None}
             t0 = time.perf_counter()
             resp = client.post("/score", json=body)
             api_ms.append((time.perf_counter() - t0) * 1000)
@@ -328,19 +607,27 @@ def main(argv: list[str] | None = None) -> int:
         d: sum(1 for r in scored.values() if r["decision"] == d) for d in ("approve", "review", "decline")
     }
     print()
-    print("fraudwatch demo summary")
-    print("=" * 64)
+    print("fraudwatch demo summary (this run's traffic only)")
+    print("=" * 96)
     rows = [
-        ("transactions produced (valid)", f"{len(valid_ids):,}"),
+        ("earlier traffic on the topics", f"{old_tx:,} transactions, {old_labels:,} labels (not counted)"),
+        ("transactions produced (valid)", f"{len(produced_ms):,}"),
         ("malformed records sent", f"{len(bad)}"),
         ("scored (distinct transaction_id)", f"{len(scored):,}"),
         ("decisions", ", ".join(f"{k} {v:,}" for k, v in decisions.items())),
         ("alerts on fraud.alerts", f"{len(alerts):,}"),
         ("dead letters on transactions.dlq", f"{len(dlq):,}"),
-        ("labelled so far (ground truth)", f"{len(labelled):,} ({len(frauds):,} frauds)"),
-        ("alert precision / recall", f"{precision:.3f} / {recall:.3f}"),
+        ("model", f"{model_name} v{model_version}"),
+        ("labelled so far (ground truth)", f"{quality.labelled:,} ({quality.labelled_frauds:,} frauds)"),
         (
-            "stream latency event->scored p50 / p99",
+            "matured window (precision)",
+            f"{quality.matured:,} transactions, {quality.matured_labelled:,} labelled",
+        ),
+    ]
+    rows += [f.row() for f in quality.figures]
+    rows += [
+        (
+            "stream latency Kafka->scored p50 / p99",
             f"{percentile(latencies, 0.5):,.0f} ms / {percentile(latencies, 0.99):,.0f} ms",
         ),
         (
@@ -352,9 +639,13 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in rows:
         print(f"  {k:<40} {v}")
     print()
+    print("  live vs offline: within = the offline test figure lies in the live figure's 95% Wilson interval")
+    for line in explain(quality) or ["every compared figure is within its tolerance"]:
+        print(f"  - {line}")
+    print()
     print(f"  MLflow UI        {settings.mlflow_tracking_uri}")
     print(f"  API docs         {api}/docs")
-    print(f"  stream metrics   http://127.0.0.1:{settings.stream_metrics_port}/metrics")
+    print(f"  stream metrics   {stream_metrics}")
     if any(r.service == "prometheus" and r.healthy for r in services.status()):
         print(f"  Prometheus       http://localhost:{settings.prometheus_port}")
     print(f"  logs             {apps.logs}")
@@ -364,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         services.down()
     else:
         print("\n  Services keep running: `make down` stops everything.")
-    ok = len(scored) >= len(valid_ids) and len(dlq) >= len(bad)
+    ok = produced_ms.keys() <= scored.keys() and len(dlq) >= len(bad)
     return 0 if ok else 1
 
 
