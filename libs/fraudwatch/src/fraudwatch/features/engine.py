@@ -18,21 +18,31 @@ from collections.abc import Sequence
 import numpy as np
 
 from fraudwatch.features.kernels import (
+    CARD_DERIVED_COLUMNS,
+    P_COUNTRY_CHANGE,
+    P_FIRST_TERMINAL,
+    P_NO_FRAUD_DAYS,
+    P_NO_PREVIOUS,
+    P_RATIO_FLOOR,
+    P_REF_SPAN,
+    P_SMALL_AMOUNT,
     STAT_COUNT,
     STAT_MAX,
     STAT_MEAN,
     STAT_RISK,
     STAT_SMALL,
     STAT_SUM,
+    TX_COLUMNS,
     card_kernel,
+    online_kernel,
     terminal_kernel,
 )
 from fraudwatch.features.layout import (
     CARD_DTYPE,
     CHANNEL_CODES,
     TERMINAL_DTYPE,
+    check_record,
     new_states,
-    states_from_bytes,
     terminal_key,
 )
 from fraudwatch.features.spec import (
@@ -82,15 +92,35 @@ _TERMINAL_STAT = {
     ("frauds", "risk"): STAT_RISK,
 }
 _SPANS = np.array(sorted({w.window for w in CARD_WINDOWS}), dtype=np.float64)
-_PROG_SPAN = np.array([int(np.searchsorted(_SPANS, w.window)) for w in CARD_WINDOWS], dtype=np.int64)
-_PROG_STAT = np.array([_CARD_STAT[(w.column, w.function)] for w in CARD_WINDOWS], dtype=np.int64)
-# the amount ratios compare with the card's 30-day mean and maximum
-_REF_SPAN = int(
-    np.searchsorted(_SPANS, next(w.window for w in CARD_WINDOWS if w.name == "card_mean_amount_30d"))
-)
-_WIN_DAYS = np.array([w.days for w in TERMINAL_WINDOWS], dtype=np.int64)
+_PROG = np.array(
+    [(int(np.searchsorted(_SPANS, w.window)), _CARD_STAT[(w.column, w.function)]) for w in CARD_WINDOWS],
+    dtype=np.int64,
+).reshape(-1, 2)
+_WIN = np.array(
+    [(w.days, _TERMINAL_STAT[(w.column, w.function)]) for w in TERMINAL_WINDOWS], dtype=np.int64
+).reshape(-1, 2)
 _WIN_DELAY = np.array([w.delay for w in TERMINAL_WINDOWS], dtype=np.float64)
-_WIN_STAT = np.array([_TERMINAL_STAT[(w.column, w.function)] for w in TERMINAL_WINDOWS], dtype=np.int64)
+_PARAMS = np.zeros(7, dtype=np.float64)
+_PARAMS[P_SMALL_AMOUNT] = SMALL_AMOUNT
+_PARAMS[P_RATIO_FLOOR] = RATIO_FLOOR
+_PARAMS[P_NO_PREVIOUS] = NO_PREVIOUS_SECONDS
+_PARAMS[P_COUNTRY_CHANGE] = COUNTRY_CHANGE_SECONDS
+_PARAMS[P_NO_FRAUD_DAYS] = NO_FRAUD_DAYS
+# the amount ratios compare with the card's 30-day mean and maximum
+_PARAMS[P_REF_SPAN] = np.searchsorted(
+    _SPANS, next(w.window for w in CARD_WINDOWS if w.name == "card_mean_amount_30d")
+)
+_PARAMS[P_FIRST_TERMINAL] = CARD_COLUMNS
+if (
+    len(TX_FEATURES),
+    CARD_COLUMNS - len(TX_FEATURES) - len(CARD_WINDOWS),
+    TERMINAL_COLUMNS - len(TERMINAL_WINDOWS),
+) != (
+    TX_COLUMNS,
+    CARD_DERIVED_COLUMNS,
+    2,
+):
+    raise ImportError("fraudwatch.features.spec lists other non-window features than the kernels compute")
 
 
 def _check_table(states: np.ndarray, dtype: np.dtype, rows: np.ndarray) -> None:
@@ -128,13 +158,8 @@ def card_features(
         np.ascontiguousarray(countries, dtype=np.uint16),
         np.ascontiguousarray(channels, dtype=np.uint8),
         _SPANS,
-        _PROG_SPAN,
-        _PROG_STAT,
-        _REF_SPAN,
-        SMALL_AMOUNT,
-        RATIO_FLOOR,
-        NO_PREVIOUS_SECONDS,
-        float(COUNTRY_CHANGE_SECONDS),
+        _PROG,
+        _PARAMS,
         update,
         out,
     )
@@ -168,10 +193,9 @@ def terminal_features(
         np.ascontiguousarray(ts, dtype=np.float64),
         np.ascontiguousarray(label_hashes, dtype=np.uint64),
         np.ascontiguousarray(label_event_ts, dtype=np.float64),
-        _WIN_DAYS,
+        _WIN,
         _WIN_DELAY,
-        _WIN_STAT,
-        NO_FRAUD_DAYS,
+        _PARAMS,
         update,
         out,
     )
@@ -184,6 +208,16 @@ def _country(value: str | None) -> int:
     return (ord(value[0]) << 8) | ord(value[1])
 
 
+_NEW_CARD = new_states(CARD_DTYPE, 1).tobytes()
+_NEW_TERMINAL = new_states(TERMINAL_DTYPE, 1).tobytes()
+
+
+def _records(values: Sequence[bytes | None], dtype: np.dtype, new: bytes) -> np.ndarray:
+    # a private writable copy: the kernels only read it here, but one compiled specialisation serves all
+    blob = b"".join(new if v is None else check_record(v, dtype) for v in values)
+    return np.frombuffer(bytearray(blob), dtype=dtype)
+
+
 def online_features(
     card_records: Sequence[bytes | None],
     terminal_records: Sequence[bytes | None],
@@ -193,26 +227,29 @@ def online_features(
     countries: Sequence[str | None],
     channels: Sequence[str | None],
 ) -> np.ndarray:
-    """Feature rows (FEATURE_NAMES order) of transactions against stored records (None: never seen), read only."""
+    """Feature rows (FEATURE_NAMES order) of transactions against stored records (None: never seen), read only.
+
+    The API's hot path: no pandas, no checks beyond the records' size and version, and one kernel call
+    (one dispatch) for both entities.
+    """
     n = len(ts)
-    cards = states_from_bytes(card_records, CARD_DTYPE)
-    terminals = states_from_bytes(terminal_records, TERMINAL_DTYPE)
-    rows = np.arange(n, dtype=np.int64)
-    t = np.array(ts, dtype=np.float64)
+    cards = _records(card_records, CARD_DTYPE, _NEW_CARD)
+    terminals = _records(terminal_records, TERMINAL_DTYPE, _NEW_TERMINAL)
     out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
-    out[:, :CARD_COLUMNS] = card_features(
+    online_kernel(
         cards,
-        rows,
-        t,
+        terminals,
+        np.array(ts, dtype=np.float64),
         np.array(amount, dtype=np.float64),
         np.array([terminal_key(tid) for tid in terminal_ids], dtype=np.uint32),
         np.array([_country(c) for c in countries], dtype=np.uint16),
         np.array([CHANNEL_CODES.get(c, 0) if c else 0 for c in channels], dtype=np.uint8),
-        update=False,
-    )
-    zeros = np.zeros(n, dtype=np.int8)
-    out[:, CARD_COLUMNS:] = terminal_features(
-        terminals, rows, zeros, t, zeros.astype(np.uint64), np.zeros(n), update=False
+        _SPANS,
+        _PROG,
+        _WIN,
+        _WIN_DELAY,
+        _PARAMS,
+        out,
     )
     return out
 

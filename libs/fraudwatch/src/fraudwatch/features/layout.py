@@ -103,10 +103,10 @@ def check_record(raw: bytes, dtype: np.dtype) -> bytes:
     """``raw`` if it is one record of ``dtype`` at the current version, else FeatureStateError."""
     kind = _KIND[dtype]
     if len(raw) != dtype.itemsize:
-        raise FeatureStateError(f"{kind} state has {len(raw)} bytes, not {dtype.itemsize}")
+        raise FeatureStateError(f"cannot decode {kind} state: {len(raw)} bytes, not {dtype.itemsize}")
     version = int.from_bytes(raw[:2], "little")
     if version != _VERSIONS[dtype]:
-        raise FeatureStateError(f"{kind} state version {version} is not {_VERSIONS[dtype]}")
+        raise FeatureStateError(f"cannot decode {kind} state: version {version} is not {_VERSIONS[dtype]}")
     return raw
 
 
