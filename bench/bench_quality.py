@@ -194,7 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assess-days", type=int, default=7)
     parser.add_argument("--warmup-days", type=int, default=30, help="feature history before the first fold")
     parser.add_argument("--candidates", help="comma-separated subset of the search space (quick runs)")
+    parser.add_argument(
+        "--compare-with", action="append", default=[], metavar="LABEL=RESULTS.json",
+        help="another run of the same protocol (e.g. a previous feature engine): paired per test fold",
+    )  # fmt: skip
+    parser.add_argument(
+        "--docs-from", type=Path, metavar="RESULTS.json",
+        help="do not run: rewrite --docs (default docs/benchmarks.md) from this results file",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.docs_from is not None:
+        results = json.loads(args.docs_from.read_text(encoding="utf-8"))
+        results["related"] = related_runs(results, args.compare_with)
+        args.docs_from.write_text(json.dumps(results, indent=1), encoding="utf-8")
+        write_docs(args.docs or REPO_DOCS, results)
+        return 0
 
     started = time.perf_counter()
     try:
@@ -356,6 +370,45 @@ def _pm(s: dict[str, float]) -> str:
     return f"{s['mean']:.3f} ± {s['sd']:.3f}"
 
 
+def _fold_scores(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Test week -> the chosen candidate's metrics."""
+    name = results["test"]["candidate"]
+    return {f["fold"]["test"]: f["scores"][name] for f in results["test"]["folds"]}
+
+
+def related_runs(results: dict[str, Any], pairs: list[str]) -> list[dict[str, Any]]:
+    """Each other run against this one on the same test weeks: per-fold paired differences (this − other),
+    their mean and SD, and a verdict (the mean difference against the SD of the paired differences)."""
+    ours = _fold_scores(results)
+    out = []
+    for pair in pairs:
+        label, _, file = pair.partition("=")
+        other_results = json.loads(Path(file).read_text(encoding="utf-8"))
+        other = _fold_scores(other_results)
+        weeks = sorted(set(ours) & set(other))
+        if not weeks:
+            raise SystemExit(f"{file} has no test week in common with this run")
+        row: dict[str, Any] = {
+            "label": label,
+            "chosen": other_results["chosen"]["candidate"],
+            "labels": other_results.get("labels"),
+            "features": other_results.get("features"),
+            "test_weeks": len(weeks),
+        }
+        for m in METRICS:
+            d = np.array([ours[w][m] - other[w][m] for w in weeks])
+            sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+            row[m] = {
+                "other": round(float(np.mean([other[w][m] for w in weeks])), 4),
+                "difference": round(float(d.mean()), 4), "paired_sd": round(sd, 4),
+                "verdict": {"beats": "higher", "below": "lower", "matches": "same"}.get(
+                    verdict(float(d.mean()), sd), "n/a"
+                ),
+            }  # fmt: skip
+        out.append(row)
+    return out
+
+
 def write_docs(path: Path, results: dict[str, Any]) -> None:
     """The quality section of docs/benchmarks.md, every claim computed from ``results``."""
     chosen = results["chosen"]
@@ -384,8 +437,8 @@ def write_docs(path: Path, results: dict[str, Any]) -> None:
         f"**{chosen['candidate']}** ({chosen['why']}). It is then run, frozen, once on the four test folds "
         "(training starts 07-25, 08-01, 08-08, 08-15). No test-week row reaches selection.",
         "",
-        f"**Labels as known at training time** ({results['labels']}). {lab['unknown_at_cutoff']} of "
-        f"{lab['training_frauds']} training-window frauds (all folds) were reported after their fold's cut-off "
+        f"**Labels as known at training time** ({results['labels']}). {lab['unknown_at_cutoff']:,} of "
+        f"{lab['training_frauds']:,} training-window frauds (all folds) were reported after their fold's cut-off "
         "(the start of its assessment window) and trained as genuine."
         + (
             " With a fixed delay no longer than the delay week every training-week fraud is known by the "
@@ -432,6 +485,26 @@ def write_docs(path: Path, results: dict[str, Any]) -> None:
                 f"{row[m]['published']:.3f}: {row[m]['difference']:+.3f} {row[m]['verdict']}" for m in METRICS
             ]
             lines.append(f"| {row['published']} | " + " | ".join(cells) + " |")
+    if results.get("related"):
+        lines += [
+            "",
+            "Other runs of the same protocol on the same test weeks (this run − that run, mean of the per-fold "
+            'paired differences; "higher" / "lower" only beyond the SD of those differences):',
+            "",
+            "| run | its chosen model | its features | AUC ROC | AP | CP@100 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in results["related"]:
+            cells = [
+                f"{row[m]['other']:.3f}: {row[m]['difference']:+.3f} ± {row[m]['paired_sd']:.3f} "
+                f"{row[m]['verdict']}"
+                for m in METRICS
+            ]
+            lines.append(
+                f"| {row['label']} ({row['labels']}) | {row['chosen']} | {row['features']} | "
+                + " | ".join(cells)
+                + " |"
+            )
     sd = {m: test[m]["sd"] for m in METRICS}
     lines += [
         "",
