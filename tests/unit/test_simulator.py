@@ -19,15 +19,17 @@ from fraudwatch.events import Label, Transaction
 from fraudwatch.simulator import (
     EVENT_COLUMNS,
     LABEL_COLUMNS,
+    NIGHT_OWL_SHARE,
     NS_PER_S,
     SCENARIOS,
     TRANSACTION_COLUMNS,
-    CompromisedWindows,
     LabelDelays,
     LiveBatch,
     LiveSimulator,
+    OpenWindows,
     ScenarioRates,
     SimulatedHistory,
+    Windows,
     main,
     read_spec,
     simulate,
@@ -36,6 +38,7 @@ from fraudwatch_producer.__main__ import build_parser, plan_live
 from fraudwatch_producer.sources import LiveSource, Records, ReplaySource
 
 NS_PER_DAY = 86_400 * NS_PER_S
+EUROPE = ["BE", "NL", "FR", "DE", "LU", "ES", "IT", "PT", "AT", "CH"]
 
 DAYS, CARDS, TERMINALS = 60, 3_000, 1_000
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -242,8 +245,11 @@ def test_live_continues_the_history_population_and_time(tmp_path: Path) -> None:
     spec = read_spec(tmp_path)
     assert spec is not None and read_spec(tmp_path / "nowhere") is None
     assert (spec.seed, spec.n_cards, spec.n_terminals, spec.end) == (9, 400, 150, START + timedelta(days=10))
-    assert (spec.open_compromised.terminal == hist.spec.open_compromised.terminal).all()
-    assert (spec.open_compromised.end_ns == hist.spec.open_compromised.end_ns).all()
+    for kind in ("compromised", "trips"):
+        written, kept = getattr(spec.open_windows, kind), getattr(hist.spec.open_windows, kind)
+        for part in ("entity", "start_ns", "end_ns", "place"):
+            assert np.array_equal(getattr(written, part), getattr(kept, part)), (kind, part)
+    assert len(spec.open_windows.trips) > 0  # 400 cards x 0.2 % a day: trips under way at the end
     live = LiveSimulator.continuing(spec)
     pop, hpop = live.population, hist.population
     assert (pop.card_ids == hpop.card_ids).all() and (pop.candidates == hpop.candidates).all()
@@ -325,7 +331,18 @@ def test_scenario_rates_live_vs_history(history: SimulatedHistory, live_continua
         got = (live["fraud_scenario"] == scenario).sum()
         sd = np.sqrt((h + got) * dispersion)
         assert abs(got - h) <= 4 * sd + 1, (SCENARIOS[scenario], got, h, sd)
-    # The day-at-a-time cut used to leave 1.4 compromised-terminal frauds per 10k live (10.6 in history).
+
+    # Genuine card-present use outside Europe (trips: tens of rows each) and the genuine night share.
+    def abroad(f: pd.DataFrame) -> pd.Series:
+        return (f["channel"] != "ecom") & ~f["country"].isin(EUROPE) & (f["fraud_scenario"] == 0)
+
+    sizes = hist[abroad(hist)].groupby(["card_id", "country"]).size().to_numpy()
+    dispersion = float((sizes**2).mean() / sizes.mean())
+    h, got = abroad(hist).sum() / len(hist) * len(live), abroad(live).sum()
+    assert abs(got - h) <= 4 * np.sqrt((h + got) * dispersion) + 1, ("abroad", got, h)
+    nights = [(f["event_time"].dt.hour < 6)[f["fraud_scenario"] == 0].mean() for f in (hist, live)]
+    assert abs(nights[0] - nights[1]) < 0.005, nights
+    # The day-at-a-time cut used to leave 0.8 compromised-terminal frauds per 10k live (19.8 in history).
     per_10k = {
         name: (frame["fraud_scenario"] == 2).mean() * 1e4 for name, frame in (("hist", hist), ("live", live))
     }
@@ -337,12 +354,13 @@ def test_compromised_terminal_stays_compromised_across_simulated_midnights() -> 
     probe = LiveSimulator(600, 200, seed=6, start=start)
     busiest = int(np.bincount(probe.population.candidates[:, :4].ravel()).argmax())  # a much-used terminal
     t0 = probe.start_ns
-    window = CompromisedWindows(
+    window = Windows(
         np.array([busiest]),
         np.array([t0 - 2 * NS_PER_DAY]),
         np.array([t0 + 3 * NS_PER_DAY + NS_PER_DAY // 2]),
+        np.array([-1]),
     )
-    live = LiveSimulator(600, 200, seed=6, start=start, open_compromised=window)
+    live = LiveSimulator(600, 200, seed=6, start=start, open_windows=OpenWindows(compromised=window))
     tx = _live_days(live, 6)
     at = tx[tx["terminal_id"] == live.population.terminal_ids[busiest]]
     end = pd.Timestamp(int(window.end_ns[0]), tz="UTC")
@@ -437,3 +455,55 @@ def test_producer_plan_continues_the_written_history_and_derives_rate_or_speedup
 def test_expected_per_day_matches_the_simulated_volume(history: SimulatedHistory) -> None:
     live = LiveSimulator.continuing(history.spec)
     assert len(history.transactions) / DAYS == pytest.approx(live.expected_per_day(), rel=0.02)
+
+
+# --- Realism: night activity and travel are risk factors, not rules ------------------------------------------
+
+
+def test_night_use_is_a_risk_factor_not_a_rule(history: SimulatedHistory) -> None:
+    tx = history.transactions
+    night = tx["event_time"].dt.hour < 6
+    genuine = tx["fraud_scenario"] == 0
+    assert night[genuine].mean() > 0.07  # night owls: genuine traffic has its own night activity (~8 %)
+    fraud_at_night, fraud_by_day = tx["is_fraud"][night].mean(), tx["is_fraud"][~night].mean()
+    assert fraud_by_day < fraud_at_night < 0.05  # riskier at night, and night traffic is still >95 % genuine
+    owls = history.population.peak_hour > 20.0  # daytime peaks are clipped to 8-20 h
+    assert owls.mean() == pytest.approx(NIGHT_OWL_SHARE, abs=0.02)  # less the 2 % of owls drawn before 20 h
+
+
+def test_card_present_use_abroad_is_a_risk_factor_not_a_rule(history: SimulatedHistory) -> None:
+    tx = history.transactions
+    far = (tx["channel"] != "ecom") & ~tx["country"].isin(EUROPE)
+    genuine_far = tx[far & (tx["fraud_scenario"] == 0)]
+    assert len(genuine_far) > 5 * (far & tx["is_fraud"]).sum()  # it was 0 genuine vs 82 fraud rows
+    assert tx["is_fraud"].mean() < tx["is_fraud"][far].mean() < 0.25
+    # Trips start at the documented rate, and every genuine card-present use outside Europe is a trip's.
+    rates = ScenarioRates()
+    expected = rates.genuine_trip * CARDS * DAYS
+    trips = history.trips[history.trips["start"] < START + timedelta(days=DAYS)]
+    assert abs(len(trips) - expected) <= 4 * np.sqrt(expected) + 1
+    assert (~trips["country"].isin(EUROPE)).mean() == pytest.approx(rates.trip_far_share, abs=0.1)
+    on_trip = genuine_far.merge(history.trips, on=["card_id", "country"], suffixes=("", "_trip"))
+    covered = on_trip[(on_trip["event_time"] >= on_trip["start"]) & (on_trip["event_time"] < on_trip["end"])]
+    assert covered["transaction_id"].nunique() == len(genuine_far)
+    home = pd.Series(np.array(EUROPE)[history.population.card_country], index=history.population.card_ids)
+    assert (history.trips["country"].to_numpy() != home[history.trips["card_id"]].to_numpy()).all()
+
+
+def test_trip_goes_on_across_simulated_midnights() -> None:
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    probe = LiveSimulator(300, 200, seed=8, start=start)
+    card = int(np.argmax(probe.population.daily_rate))  # the most active card
+    us = 10  # "US": the first country after the ten European ones in the simulator's country table
+    t0 = probe.start_ns
+    trip = Windows(
+        np.array([card]), np.array([t0 - NS_PER_DAY]), np.array([t0 + 3 * NS_PER_DAY]), np.array([us])
+    )
+    live = LiveSimulator(300, 200, seed=8, start=start, open_windows=OpenWindows(trips=trip))
+    tx = _live_days(live, 6)
+    mine = tx[(tx["card_id"] == live.population.card_ids[card]) & (tx["channel"] != "ecom")]
+    mine = mine[mine["fraud_scenario"] == 0]
+    end = pd.Timestamp(int(trip.end_ns[0]), tz="UTC")
+    during, after = mine[mine["event_time"] < end], mine[mine["event_time"] >= end]
+    assert (during["country"] == "US").all() and during["event_time"].dt.date.nunique() == 3
+    assert len(after) > 0 and (after["country"] != "US").all()

@@ -15,8 +15,11 @@ Population
 Genuine behaviour
     Daily counts are Poisson(rate x weekday factor x the card's own weekend factor); weekday factors
     (Mon..Sun) are 0.95, 0.95, 1.0, 1.05, 1.2, 1.25, 0.6. The hour of day follows the card's profile
-    (UTC), so nights are quiet. 0.5 % of genuine card-present use happens at a terminal elsewhere in Europe
-    (cross-border shopping) so a foreign use alone does not give fraud away.
+    (UTC), so nights are quiet, except for night owls (8 % of cards, usual hours around 23 h): night use
+    is a risk factor, not a rule. 0.5 % of genuine card-present use happens at a terminal elsewhere in
+    Europe (cross-border shopping), and cards travel (0.2 % of card-days start a trip of 2-14 days, 40 %
+    outside Europe, during which card-present use happens in the destination), so a foreign or far-away
+    use alone does not give fraud away.
 
 Fraud scenarios (``fraud_scenario`` column of the history; 0 is genuine). Rates are the defaults of
 :class:`ScenarioRates`; "card-day" means one card during one simulated day.
@@ -65,18 +68,20 @@ import pandas as pd
 __all__ = [
     "EVENT_COLUMNS",
     "LABEL_COLUMNS",
+    "NIGHT_OWL_SHARE",
     "SCENARIOS",
     "SCENARIO_IDS",
     "SPEC_FILE",
     "TRANSACTION_COLUMNS",
-    "CompromisedWindows",
     "LabelDelays",
     "LiveBatch",
     "LiveSimulator",
+    "OpenWindows",
     "Population",
     "ScenarioRates",
     "SimulatedHistory",
     "SimulationSpec",
+    "Windows",
     "build_population",
     "read_spec",
     "simulate",
@@ -156,6 +161,7 @@ _ATM_MCC = "6011"
 CHANNEL_NAMES: tuple[str, ...] = ("pos", "ecom", "atm")
 _POS, _ECOM, _ATM = 0, 1, 2
 _K_NEAR, _K_ECOM = 12, 4
+NIGHT_OWL_SHARE = 0.08  # cards whose usual hours centre on 23 h
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,10 @@ class ScenarioRates:
     card_testing: float = 0.0002  # incidents per card-day
     impossible_travel: float = 0.0005  # incidents per card-day
     genuine_cross_border: float = 0.005  # share of genuine card-present use elsewhere in Europe
+    genuine_trip: float = 0.002  # trips starting per card-day (genuine travel abroad)
+    trip_min_days: float = 2.0
+    trip_max_days: float = 14.0
+    trip_far_share: float = 0.4  # trips outside Europe (the rest: another European country)
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,10 @@ def build_population(n_cards: int, n_terminals: int, rng: np.random.Generator) -
     daily_rate = rng.gamma(4.0, 0.625, n_cards)  # mean 2.5 transactions a day
     weekend_factor = rng.uniform(0.7, 1.4, n_cards)
     peak_hour = np.clip(rng.normal(13.5, 2.5, n_cards), 8.0, 20.0)
+    # Night owls (shift workers, night life): their usual hours centre on 23 h, so genuine traffic has its
+    # own night activity and a night transaction is unusual for most cards, not fraud by itself.
+    owl = rng.random(n_cards) < NIGHT_OWL_SHARE
+    peak_hour[owl] = rng.normal(23.0, 1.5, int(owl.sum()))  # taken mod 24 h when hours are drawn
     hour_spread = rng.uniform(2.0, 4.5, n_cards)
 
     # Shopping places: nearby physical terminals in Europe (Gumbel top-k of -distance/25 km) + ecom merchants.
@@ -302,38 +316,79 @@ def build_population(n_cards: int, n_terminals: int, rng: np.random.Generator) -
 
 
 @dataclass(frozen=True)
-class CompromisedWindows:
-    """Compromised-terminal incidents as parallel arrays: terminal index, start and end (ns since the epoch)."""
+class Windows:
+    """Time windows of entities as parallel arrays: compromised terminals (``entity`` = terminal index) or
+    cards' trips abroad (``entity`` = card index, ``place`` = destination country index; -1 when unused).
 
-    terminal: IntArray
+    The live simulator runs a day at a time: windows still open at the end of a day (or of the history)
+    are carried into the next one, so incidents and trips span days as in the history.
+    """
+
+    entity: IntArray
     start_ns: IntArray
     end_ns: IntArray
+    place: IntArray
 
     @staticmethod
-    def empty() -> CompromisedWindows:
+    def empty() -> Windows:
         none = np.zeros(0, dtype=np.int64)
-        return CompromisedWindows(none, none, none)
+        return Windows(none, none, none, none)
 
     @staticmethod
-    def from_incidents(incidents: pd.DataFrame) -> CompromisedWindows:
+    def compromised(incidents: pd.DataFrame) -> Windows:
+        """The compromised-terminal windows among ``incidents`` (as :func:`_apply_fraud` lists them)."""
         comp = incidents[incidents["scenario"] == SCENARIO_IDS["compromised_terminal"]]
-        return CompromisedWindows(
-            comp["terminal"].to_numpy(np.int64),
+        terminal = comp["terminal"].to_numpy(np.int64)
+        return Windows(
+            terminal,
             comp["start_ns"].to_numpy(np.int64),
             comp["end_ns"].to_numpy(np.int64),
+            np.full(len(terminal), -1, np.int64),
         )
 
-    def open_after(self, t_ns: int) -> CompromisedWindows:
-        """The windows still open at ``t_ns`` (they go on hitting later transactions)."""
+    def open_after(self, t_ns: int) -> Windows:
+        """The windows still open at ``t_ns`` (they go on acting on later transactions)."""
         keep = self.end_ns > t_ns
-        return CompromisedWindows(self.terminal[keep], self.start_ns[keep], self.end_ns[keep])
+        return Windows(self.entity[keep], self.start_ns[keep], self.end_ns[keep], self.place[keep])
 
-    def __add__(self, other: CompromisedWindows) -> CompromisedWindows:
-        return CompromisedWindows(
-            np.concatenate([self.terminal, other.terminal]),
+    def __add__(self, other: Windows) -> Windows:
+        return Windows(
+            np.concatenate([self.entity, other.entity]),
             np.concatenate([self.start_ns, other.start_ns]),
             np.concatenate([self.end_ns, other.end_ns]),
+            np.concatenate([self.place, other.place]),
         )
+
+    def __len__(self) -> int:
+        return len(self.entity)
+
+    def match(self, entity: npt.NDArray[Any], time_ns: IntArray) -> IntArray:
+        """For each (entity, time): the index of a window of that entity covering the time, else -1."""
+        out = np.full(len(entity), -1, dtype=np.int64)
+        if not len(self) or not len(entity):
+            return out
+        order = np.argsort(self.entity, kind="stable")
+        keys = self.entity[order]
+        lo = np.searchsorted(keys, entity, side="left")
+        hi = np.searchsorted(keys, entity, side="right")
+        has = np.flatnonzero(hi > lo)
+        for j in range(int((hi - lo).max(initial=0))):  # an entity rarely has more than one or two
+            k = has[lo[has] + j < hi[has]]
+            w = order[lo[k] + j]
+            inside = (time_ns[k] >= self.start_ns[w]) & (time_ns[k] < self.end_ns[w])
+            out[k[inside]] = w[inside]
+        return out
+
+
+@dataclass(frozen=True)
+class OpenWindows:
+    """What one simulated day hands to the next: compromised terminals and trips still going on."""
+
+    compromised: Windows = field(default_factory=Windows.empty)
+    trips: Windows = field(default_factory=Windows.empty)
+
+    def open_after(self, t_ns: int) -> OpenWindows:
+        return OpenWindows(self.compromised.open_after(t_ns), self.trips.open_after(t_ns))
 
 
 @dataclass
@@ -416,6 +471,49 @@ def _burst_end(t0: IntArray, inc: IntArray, off: IntArray) -> IntArray:
     return t0 + last
 
 
+def _travel(
+    pop: Population,
+    base: _Columns,
+    rng: np.random.Generator,
+    rates: ScenarioRates,
+    start_ns: int,
+    days: int,
+    carried: Windows,
+) -> Windows:
+    """Genuine trips abroad: while a card travels, its card-present use happens in the trip's country.
+
+    Trips start at ``rates.genuine_trip`` per card-day (at a random time), last ``U(trip_min_days,
+    trip_max_days)`` days and go outside Europe with ``trip_far_share``, else to another European country.
+    During a trip every card-present transaction of the card moves to a random physical terminal of the
+    destination (e-commerce stays). So card-present use abroad, far from home, is a risk factor shared with
+    genuine travellers, not a rule. Returns the trips started in this window (``carried`` ones act too).
+    """
+    country_of = pop.terminal_country.astype(np.int64)
+    physical = np.flatnonzero(pop.terminal_channel != _ECOM)
+    by_country = physical[np.argsort(country_of[physical], kind="stable")]
+    count = np.bincount(country_of[physical], minlength=len(_COUNTRY_CODES))
+    first = np.concatenate([[0], np.cumsum(count)[:-1]])
+    n_trip = rng.poisson(rates.genuine_trip * pop.n_cards * days)
+    card = rng.integers(0, pop.n_cards, n_trip).astype(np.int64)
+    t0 = _incident_times(rng, n_trip, start_ns, days)
+    length = rng.uniform(rates.trip_min_days, rates.trip_max_days, n_trip)
+    # Destination: a country with physical terminals, outside Europe or elsewhere in Europe, never home.
+    far = np.flatnonzero(count[_N_HOME:] > 0) + _N_HOME
+    near = np.flatnonzero(count[:_N_HOME] > 0)
+    go_far = rng.random(n_trip) < rates.trip_far_share
+    dest = np.where(go_far, far[rng.integers(0, len(far), n_trip)], near[rng.integers(0, len(near), n_trip)])
+    at_home = dest == pop.card_country[card]
+    dest[at_home] = far[rng.integers(0, len(far), int(at_home.sum()))]
+    trips = Windows(card, t0, t0 + (length * NS_PER_DAY).astype(np.int64), dest.astype(np.int64))
+    active = carried + trips
+    cp = np.flatnonzero(pop.terminal_channel[base.terminal] != _ECOM)
+    w = active.match(base.card[cp], base.time_ns[cp])
+    away, w = cp[w >= 0], w[w >= 0]
+    c = active.place[w]
+    base.terminal[away] = by_country[first[c] + (rng.random(len(away)) * count[c]).astype(np.int64)]
+    return trips
+
+
 def _apply_fraud(
     pop: Population,
     base: _Columns,
@@ -423,7 +521,7 @@ def _apply_fraud(
     rates: ScenarioRates,
     start_ns: int,
     days: int,
-    carried: CompromisedWindows | None = None,
+    carried: Windows | None = None,
 ) -> tuple[_Columns, pd.DataFrame]:
     """Turn some genuine transactions into fraud and inject fraud bursts; returns rows and incidents.
 
@@ -449,21 +547,10 @@ def _apply_fraud(
     c_start = _incident_times(rng, n_comp, start_ns, days)
     c_len = rng.uniform(rates.compromised_min_days, rates.compromised_max_days, n_comp)
     c_end = c_start + (c_len * NS_PER_DAY).astype(np.int64)
-    all_term, all_start, all_end = c_term, c_start, c_end
-    if carried is not None and len(carried.terminal):
-        all_term = np.concatenate([carried.terminal, c_term])
-        all_start = np.concatenate([carried.start_ns, c_start])
-        all_end = np.concatenate([carried.end_ns, c_end])
-    order = np.argsort(all_term, kind="stable")
-    st, ss, se = all_term[order], all_start[order], all_end[order]
-    lo = np.searchsorted(st, base.terminal, side="left")
-    hi = np.searchsorted(st, base.terminal, side="right")
-    hit = np.zeros(n_base, dtype=bool)
-    has = np.flatnonzero(hi > lo)
-    for j in range(int((hi - lo).max(initial=0))):
-        k = has[lo[has] + j < hi[has]]
-        w = lo[k] + j
-        hit[k] |= (base.time_ns[k] >= ss[w]) & (base.time_ns[k] < se[w])
+    windows = Windows(c_term.astype(np.int64), c_start, c_end, np.full(n_comp, -1, np.int64))
+    if carried is not None:
+        windows = carried + windows
+    hit = windows.match(base.terminal, base.time_ns) >= 0
     base.scenario[hit] = SCENARIO_IDS["compromised_terminal"]
     incidents.append(
         pd.DataFrame({"scenario": 2, "card": -1, "terminal": c_term, "start_ns": c_start, "end_ns": c_end})
@@ -596,20 +683,29 @@ def _window(
     rates: ScenarioRates,
     start_ns: int,
     days: int,
-    carried: CompromisedWindows | None = None,
-) -> tuple[_Columns, pd.DataFrame]:
+    carried: OpenWindows | None = None,
+) -> tuple[_Columns, pd.DataFrame, OpenWindows]:
+    """Simulate ``days`` days from ``start_ns``: sorted rows, fraud incidents, and every compromised
+    terminal and trip that acted in the window (carried or new; :meth:`OpenWindows.open_after` keeps
+    those that go on)."""
+    carried = carried or OpenWindows()
     start_weekday = datetime.fromtimestamp(start_ns / NS_PER_S, UTC).weekday()
     base = _genuine(pop, rng, start_ns, days, start_weekday)
-    cols, incidents = _apply_fraud(pop, base, rng, rates, start_ns, days, carried)
-    return cols.sorted(), incidents
+    trips = carried.trips + _travel(pop, base, rng, rates, start_ns, days, carried.trips)
+    cols, incidents = _apply_fraud(pop, base, rng, rates, start_ns, days, carried.compromised)
+    return cols.sorted(), incidents, OpenWindows(carried.compromised + Windows.compromised(incidents), trips)
 
 
 SPEC_FILE = "simulation.json"
 
 
-def _terminal_index(terminal_id: str) -> int:
+def _id_index(entity_id: str) -> int:
     """``term-000042`` -> 42 (ids are the zero-padded index, see :func:`_ids`)."""
-    return int(terminal_id.rpartition("-")[2])
+    return int(entity_id.rpartition("-")[2])
+
+
+def _id(prefix: str, index: int, n: int) -> str:
+    return f"{prefix}-{index:0{max(6, len(str(max(n - 1, 0))))}d}"
 
 
 @dataclass(frozen=True)
@@ -618,8 +714,8 @@ class SimulationSpec:
 
     :meth:`SimulatedHistory.write` saves it as ``simulation.json`` next to the Parquet files; the live
     producer reads it so that its cards and terminals are the trained population (same seed and sizes),
-    its simulated clock starts where the history ends, and terminals compromised at the end of the history
-    stay compromised until their incident ends. Non-default :class:`ScenarioRates` are not recorded.
+    its simulated clock starts where the history ends, and terminals compromised (cards travelling) at the
+    end of the history stay so until their window ends. Non-default :class:`ScenarioRates` are not recorded.
     """
 
     seed: int = 0
@@ -627,7 +723,7 @@ class SimulationSpec:
     n_terminals: int = 2_000
     start: datetime = DEFAULT_START
     days: int = 60
-    open_compromised: CompromisedWindows = field(default_factory=CompromisedWindows.empty, repr=False)
+    open_windows: OpenWindows = field(default_factory=OpenWindows, repr=False)
 
     @property
     def end(self) -> datetime:
@@ -635,8 +731,7 @@ class SimulationSpec:
         return self.start + timedelta(days=self.days)
 
     def to_json(self) -> bytes:
-        w = self.open_compromised
-        width = max(6, len(str(max(self.n_terminals - 1, 0))))
+        comp, trips = self.open_windows.compromised, self.open_windows.trips
         doc = {
             "seed": self.seed,
             "cards": self.n_cards,
@@ -645,8 +740,25 @@ class SimulationSpec:
             "days": self.days,
             "end": self.end.isoformat(),
             "open_compromised": [
-                {"terminal_id": f"term-{t:0{width}d}", "start_ns": s, "end_ns": e}
-                for t, s, e in zip(w.terminal.tolist(), w.start_ns.tolist(), w.end_ns.tolist(), strict=True)
+                {"terminal_id": _id("term", t, self.n_terminals), "start_ns": s, "end_ns": e}
+                for t, s, e in zip(
+                    comp.entity.tolist(), comp.start_ns.tolist(), comp.end_ns.tolist(), strict=True
+                )
+            ],
+            "open_trips": [
+                {
+                    "card_id": _id("card", c, self.n_cards),
+                    "country": _COUNTRY_CODES[p],
+                    "start_ns": s,
+                    "end_ns": e,
+                }
+                for c, p, s, e in zip(
+                    trips.entity.tolist(),
+                    trips.place.tolist(),
+                    trips.start_ns.tolist(),
+                    trips.end_ns.tolist(),
+                    strict=True,
+                )
             ],
         }
         return json.dumps(doc, indent=2).encode() + b"\n"
@@ -654,17 +766,27 @@ class SimulationSpec:
     @staticmethod
     def from_json(raw: bytes | str) -> SimulationSpec:
         doc = json.loads(raw)
-        windows = doc.get("open_compromised", [])
+
+        def windows(items: list[dict[str, Any]], key: str) -> Windows:
+            return Windows(
+                np.array([_id_index(w[key]) for w in items], dtype=np.int64),
+                np.array([int(w["start_ns"]) for w in items], dtype=np.int64),
+                np.array([int(w["end_ns"]) for w in items], dtype=np.int64),
+                np.array(
+                    [_COUNTRY_CODES.index(w["country"]) if "country" in w else -1 for w in items],
+                    dtype=np.int64,
+                ),
+            )
+
         return SimulationSpec(
             seed=int(doc["seed"]),
             n_cards=int(doc["cards"]),
             n_terminals=int(doc["terminals"]),
             start=datetime.fromisoformat(doc["start"]),
             days=int(doc["days"]),
-            open_compromised=CompromisedWindows(
-                np.array([_terminal_index(w["terminal_id"]) for w in windows], dtype=np.int64),
-                np.array([int(w["start_ns"]) for w in windows], dtype=np.int64),
-                np.array([int(w["end_ns"]) for w in windows], dtype=np.int64),
+            open_windows=OpenWindows(
+                windows(doc.get("open_compromised", []), "terminal_id"),
+                windows(doc.get("open_trips", []), "card_id"),
             ),
         )
 
@@ -677,13 +799,15 @@ def read_spec(data_dir: Path) -> SimulationSpec | None:
 
 @dataclass(frozen=True)
 class SimulatedHistory:
-    """A simulated history: transactions (with label columns), labels, and the fraud incidents behind them."""
+    """A simulated history: transactions (with label columns), labels, the fraud incidents behind them, and
+    the genuine trips abroad."""
 
     transactions: pd.DataFrame
     labels: pd.DataFrame
     incidents: pd.DataFrame
     population: Population = field(repr=False)
     spec: SimulationSpec = field(default_factory=SimulationSpec)
+    trips: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # card_id, country, start, end
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
         """Write ``transactions.parquet`` and ``labels.parquet`` (microsecond UTC timestamps), and the spec
@@ -722,14 +846,9 @@ def simulate(
     rng = np.random.default_rng(seed)
     pop = build_population(n_cards, n_terminals, rng)
     start_ns = _utc_ns(start)
-    cols, incidents = _window(pop, rng, rates, start_ns, days)
+    cols, incidents, windows = _window(pop, rng, rates, start_ns, days)
     spec = SimulationSpec(
-        seed,
-        n_cards,
-        n_terminals,
-        start,
-        days,
-        CompromisedWindows.from_incidents(incidents).open_after(start_ns + days * NS_PER_DAY),
+        seed, n_cards, n_terminals, start, days, windows.open_after(start_ns + days * NS_PER_DAY)
     )
     n = len(cols)
     is_fraud = cols.scenario > 0
@@ -777,7 +896,15 @@ def simulate(
         start=_utc_index(incidents["start_ns"].to_numpy(np.int64)),
         end=_utc_index(incidents["end_ns"].to_numpy(np.int64)),
     )
-    return SimulatedHistory(transactions, labels, incidents, pop, spec)
+    trips = pd.DataFrame(
+        {
+            "card_id": pop.card_ids[windows.trips.entity],
+            "country": np.array(_COUNTRY_CODES, dtype=object)[windows.trips.place],
+            "start": _utc_index(windows.trips.start_ns),
+            "end": _utc_index(windows.trips.end_ns),
+        }
+    )
+    return SimulatedHistory(transactions, labels, incidents, pop, spec, trips)
 
 
 @dataclass(frozen=True)
@@ -836,7 +963,7 @@ class LiveSimulator:
         rates: ScenarioRates | None = None,
         delays: LabelDelays | None = None,
         id_prefix: str | None = None,
-        open_compromised: CompromisedWindows | None = None,
+        open_windows: OpenWindows | None = None,
     ) -> None:
         self.seed = seed
         self.population = build_population(n_cards, n_terminals, np.random.default_rng(seed))
@@ -845,7 +972,7 @@ class LiveSimulator:
         self._prefix = id_prefix or f"tx-{uuid.uuid4().hex[:8]}-"
         self.start_ns = _utc_ns(start or SimulationSpec().end)
         self._horizon_ns = self.start_ns  # everything before it is simulated and final
-        self._open = open_compromised if open_compromised is not None else CompromisedWindows.empty()
+        self._open = open_windows or OpenWindows()
         self._spill = _no_columns()  # simulated events at or after the horizon (bursts crossing midnight)
         self._ready = _no_columns()  # final events in event-time order; the next one is at _pos
         self._ready_reported = np.zeros(0, np.int64)
@@ -860,7 +987,7 @@ class LiveSimulator:
             spec.n_terminals,
             spec.seed,
             start=spec.end,
-            open_compromised=spec.open_compromised,
+            open_windows=spec.open_windows,
             **kwargs,
         )
 
@@ -886,9 +1013,9 @@ class LiveSimulator:
         return int(self._ready.time_ns[self._pos])
 
     def _simulate_day(self) -> None:
-        cols, incidents = _window(self.population, self._rng, self._rates, self._horizon_ns, 1, self._open)
+        cols, _, windows = _window(self.population, self._rng, self._rates, self._horizon_ns, 1, self._open)
         self._horizon_ns += NS_PER_DAY
-        self._open = (self._open + CompromisedWindows.from_incidents(incidents)).open_after(self._horizon_ns)
+        self._open = windows.open_after(self._horizon_ns)
         merged = _Columns.concat([self._spill, cols]).sorted()
         cut = int(np.searchsorted(merged.time_ns, self._horizon_ns, side="left"))
         final, self._spill = merged.take(np.arange(cut)), merged.take(np.arange(cut, len(merged)))

@@ -131,7 +131,7 @@ def plan_live(args: argparse.Namespace, data_dir: Path) -> LivePlan:
         n_terminals,
         seed,
         start=base.end,
-        open_compromised=base.open_compromised if same else None,
+        open_windows=base.open_windows if same else None,
     )
     per_second = simulator.expected_per_day() / 86_400
     if args.speedup is not None:
