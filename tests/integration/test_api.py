@@ -68,6 +68,9 @@ def settings_for(
             "redis_url": redis_db_url,
             "model_name": world.model_name,
             "model_poll_seconds": 3600,
+            # simulated history at fixed dates: the plausibility window is off (tests/unit/test_api.py tests it)
+            "event_max_age_days": 0,
+            "event_max_future_seconds": 0,
         }
         values.update(overrides)
         return make_settings(**values)

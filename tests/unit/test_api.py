@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -230,6 +231,10 @@ def settings_for(world: World, store_path: Path, tmp_path: Path) -> Callable[...
             "store_backend": "sqlite",
             "sqlite_path": store_path,
             "model_poll_seconds": 3600,
+            # the world is simulated history at fixed dates: the plausibility window is off unless a test
+            # turns it on (tests/unit/test_events.py and the window tests below)
+            "event_max_age_days": 0,
+            "event_max_future_seconds": 0,
         }
         values.update(overrides)
         return Settings(**values)
@@ -349,6 +354,75 @@ def test_invalid_fields_are_422_naming_the_field(
     assert {"field": field, "reason": detail[0]["reason"]} in detail
     assert any(d["field"] == field and reason_part in d["reason"] for d in detail), detail
     assert "Traceback" not in r.text
+
+
+POISON_TIMES = ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "2016-12-31T23:59:60Z")
+
+
+@pytest.mark.parametrize("when", POISON_TIMES)
+def test_timestamps_at_the_edge_of_the_datetime_range_are_422_not_500(client: TestClient, when: str) -> None:
+    # issue 10: these passed the schema and raised OverflowError converting to UTC -> 500
+    r = client.post("/score", json=tx(event_time=when))
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["detail"]] == ["event_time"]
+    rb = client.post("/score/batch", json=[tx(), tx(event_time=when)])
+    assert rb.status_code == 422, rb.text
+    assert rb.json()["detail"][0]["field"] == "1.event_time"
+
+
+@pytest.fixture
+def window_client(settings_for: Callable[..., Settings]) -> Iterator[TestClient]:
+    """The app with the default plausibility bounds (judged at each request's receive time)."""
+    defaults = {
+        name: Settings.model_fields[name].default
+        for name in ("event_max_age_days", "event_max_future_seconds")
+    }
+    with TestClient(create_app(settings_for(**defaults))) as c:
+        yield c
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def test_implausible_times_and_amounts_are_422_naming_the_field(window_client: TestClient) -> None:
+    now = datetime.now(UTC)
+    assert window_client.post("/score", json=tx(event_time=_iso(now))).status_code == 200
+    assert window_client.post("/score", json=tx(event_time=_iso(now - timedelta(days=30)))).status_code == 200
+    for when, setting in (
+        (now + timedelta(days=1), "FRAUDWATCH_EVENT_MAX_FUTURE_SECONDS"),
+        (now.replace(year=9999), "2200-01-01"),
+        (now - timedelta(days=60), "FRAUDWATCH_EVENT_MAX_AGE_DAYS"),
+    ):
+        r = window_client.post("/score", json=tx(event_time=_iso(when)))
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]
+        assert detail[0]["field"] == "event_time" and setting in detail[0]["reason"], detail
+    r = window_client.post("/score", json=tx(event_time=_iso(now), amount=2e6))
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "amount"
+    assert "FRAUDWATCH_AMOUNT_MAX" in r.json()["detail"][0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"transaction_id": "a\u0000", "event_time": "2026-01-01T00:00:00Z", "card_id": "c", '
+         b'"terminal_id": "t", "amount": 1}', "transaction_id"),
+        (b'{"transaction_id": "a", "event_time": "2026-01-01T00:00:00Z", "card_id": "c", '
+         b'"terminal_id": "t", "amount": 1, "note": {"deep": [1]}}', "note"),
+        (b'{"transaction_id": "a", "event_time": "2026-01-01T00:00:00Z", "card_id": "c\ud800", '
+         b'"terminal_id": "t", "amount": 1}', "(body)"),
+        (b'{"transaction_id": "a", "event_time": "2026-01-01T00:00:00Z", "card_id": "c", '
+         b'"terminal_id": "t", "amount": NaN}', "amount"),
+        (b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "(body)"),
+    ],
+)  # fmt: skip
+def test_hostile_bodies_are_422_naming_the_field(client: TestClient, body: bytes, field: str) -> None:
+    r = client.post("/score", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert field in [d["field"] for d in r.json()["detail"]]
+    rb = client.post("/score/batch", content=b"[" + body + b"]", headers={"content-type": "application/json"})
+    assert rb.status_code == 422, rb.text
 
 
 def test_malformed_json_is_422(client: TestClient) -> None:
@@ -606,6 +680,29 @@ def test_failed_reload_keeps_serving(world: World, settings_for: Callable[..., S
 
 
 # ----------------------------------------------------------------------------- fuzzing
+
+
+def test_any_request_body_is_scored_or_422_never_5xx(window_client: TestClient) -> None:
+    """Property: bodies aimed at the edges (the stream's hostile records: times across the whole datetime
+    range with offsets, leap seconds, huge/NaN numbers, control characters, surrogates, duplicate keys,
+    deep nesting, arbitrary bytes) get a score or a 422 naming fields — never a 5xx or a traceback."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.unit.test_fuzz_stream import hostile_records
+
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(body=hostile_records().map(lambda b: b or b""), batch=st.booleans())
+    def post(body: bytes, batch: bool) -> None:
+        path, content = ("/score/batch", b"[" + body + b"]") if batch else ("/score", body)
+        r = window_client.post(path, content=content, headers={"content-type": "application/json"})
+        assert r.status_code in (200, 422), (body, r.status_code, r.text)
+        if r.status_code == 422:
+            assert all(d["field"] and d["reason"] for d in r.json()["detail"]), r.text
+        else:  # a score (or, for "[]", an empty batch)
+            assert ("results" if batch else "decision") in r.json()
+
+    post()
 
 
 def test_schema_fuzzing_finds_no_server_errors(settings_for: Callable[..., Settings]) -> None:

@@ -3,7 +3,9 @@
 Handlers are thin: parse, grab the current model bundle, call the Scorer, serialise with orjson. The request
 body is validated by the shared :class:`fraudwatch.events.Transaction` straight from the raw JSON bytes
 (``model_validate_json``), exactly as the stream validates Kafka records, so the API and the stream accept
-and refuse the same events.
+and refuse the same events: the same plausibility bounds (:class:`fraudwatch.events.EventBounds`, from
+Settings), judged at the time the request was received. No request body can produce a 5xx: whatever it
+holds is a 422 naming the field, or a score.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -25,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from fraudwatch.config import Settings, get_settings
 from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.errors import FeatureStateError, StoreError, StoreUnavailable
-from fraudwatch.events import Transaction, schema_errors
+from fraudwatch.events import EARLIEST, EventBounds, Transaction, schema_errors
 from fraudwatch.features import warm_up
 from fraudwatch.store import open_store
 from fraudwatch_api.deps import AppContext, Authorized, Context, CurrentModel, ModelNotReady
@@ -138,6 +141,7 @@ def create_app(
     """Build the scorer API. The model and the store are opened by the lifespan (once per process)."""
     settings = settings or get_settings()
     metrics = ApiMetrics()
+    bounds = EventBounds.from_settings(settings, EARLIEST)  # judged at each request's receive time
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -227,8 +231,9 @@ def create_app(
         _auth: Authorized,
         explain: Annotated[bool, Query(description="Add the feature vector to the answer.")] = False,
     ) -> Response:
+        received = datetime.now(UTC)
         try:
-            tx = Transaction.model_validate_json(await request.body())
+            tx = Transaction.model_validate_json(await request.body(), context=bounds.at(received).context())
         except ValidationError as exc:
             return _validation_error(schema_errors(exc))
         # Inline on the event loop: the work is < 1 ms of CPU and a hop to a thread costs more than it saves.
@@ -259,6 +264,7 @@ def create_app(
         _auth: Authorized,
         explain: Annotated[bool, Query(description="Add each feature vector to the answer.")] = False,
     ) -> Response:
+        received = datetime.now(UTC)
         body = await request.body()
         try:
             data = orjson.loads(body)
@@ -274,7 +280,7 @@ def create_app(
                 request,
             )
         try:
-            transactions = _BATCH.validate_json(body)
+            transactions = _BATCH.validate_json(body, context=bounds.at(received).context())
         except ValidationError as exc:
             return _validation_error(schema_errors(exc))
         if not transactions:
