@@ -443,6 +443,8 @@ def test_producer_plan_continues_the_written_history_and_derives_rate_or_speedup
     by_rate = plan_live(_args("--rate", "50"), tmp_path)
     assert by_rate.speedup == 0 and by_rate.derived_speedup == pytest.approx(50 / per_second)
     assert plan_live(_args(), tmp_path).rate == 5_000  # the documented default pace
+    assert plan_live(_args(), tmp_path, default_speedup=60).speedup == 60  # FRAUDWATCH_PRODUCER_SPEEDUP
+    assert plan_live(_args("--rate", "7"), tmp_path, default_speedup=60).speedup == 0  # the flag wins
     # Without a written history: the `make data` defaults (seed 0, never a random population).
     default = plan_live(_args("--rate", "10"), tmp_path / "none").simulator
     assert (default.seed, default.population.n_cards, default.start) == (0, 5_000, START + timedelta(days=60))

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
 
     # Producer
     producer_metrics_port: int = Field(default=9109, ge=1, le=65535, description="Producer /metrics port.")
+    producer_speedup: float = Field(
+        default=0.0,
+        ge=0,
+        description="Live producer pace in simulated seconds per wall second (3600: an hour a second) when "
+        "neither --rate nor --speedup is given; 0: a fixed --rate (default 5,000 tx/s).",
+    )
 
     # Services (local, `make up`)
     mlflow_port: int = Field(default=5000, ge=1, le=65535, description="Port `make up` gives MLflow.")

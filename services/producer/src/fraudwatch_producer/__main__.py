@@ -94,14 +94,17 @@ class LivePlan:
     notes: list[str]
 
 
-def plan_live(args: argparse.Namespace, data_dir: Path) -> LivePlan:
+def plan_live(args: argparse.Namespace, data_dir: Path, default_speedup: float = 0.0) -> LivePlan:
     """The live simulator (the history's population, from the history's end) and its pace.
 
     ``--speedup S``: the clock paces the events, the mean rate is S x the population's events per simulated
     second. ``--rate R`` (default): R events a second, the clock follows them, the mean speed-up is R / that.
+    ``default_speedup`` (FRAUDWATCH_PRODUCER_SPEEDUP) applies when neither is given.
     """
     if args.speedup is not None and args.rate is not None:
         raise ValueError("give --rate or --speedup, not both: either one sets the other")
+    if args.speedup is None and args.rate is None and default_speedup > 0:
+        args = argparse.Namespace(**{**vars(args), "speedup": default_speedup})
     if args.speedup is not None and args.speedup <= 0:
         raise ValueError("--speedup must be > 0 for live traffic (use --rate 0 for as fast as possible)")
     history = read_spec(data_dir)
@@ -174,7 +177,7 @@ async def _main(args: argparse.Namespace) -> RunSummary:
         total: int | None = replay.n
         rate, speedup = 0.0, args.speedup or 0.0
     else:
-        plan = plan_live(args, args.history or settings.local_dir / "data")
+        plan = plan_live(args, args.history or settings.local_dir / "data", settings.producer_speedup)
         for note in plan.notes:
             console.print(note, highlight=False)
         source = LiveSource(plan.simulator, speedup=plan.speedup, labels=not args.no_labels)
