@@ -404,3 +404,14 @@ def test_every_record_is_processed_or_dead_lettered_never_an_exception(
                 assert (value is None) != (error is None)
                 if value is not None:
                     ScoredTransaction.model_validate_json(value)
+
+
+def test_an_oversized_record_is_dead_lettered_truncated_so_its_dead_letter_always_fits_kafka() -> None:
+    # escaped control characters take 6 bytes each in JSON: whole, this dead letter would be ~6 MB, past
+    # the broker's message size, and the failed Kafka write would fail the batch and every retry
+    huge = b'{"note": "' + b"\x01" * 1_000_000 + b'"}'
+    out = _parse(_raw([huge, _tx("ok", 1)]))
+    assert out["kind"].tolist() == [DEAD_LETTER, TRANSACTION] and out["reason"].iloc[0] == "oversized"
+    letter = DeadLetter.model_validate_json(out["payload"].iloc[0])
+    assert letter.raw.encode() == huge[:4096] and "first 4096 bytes" in letter.error
+    assert len(out["payload"].iloc[0]) < 64 * 1024

@@ -162,7 +162,14 @@ def _validate(
     if raw is None:
         return None, "empty", "value: the record has no value (null)"
     if len(raw) > max_bytes:
-        return None, "oversized", f"value: the record is {len(raw)} bytes, larger than {max_bytes} bytes"
+        return (
+            None,
+            "oversized",
+            (
+                f"value: the record is {len(raw)} bytes, larger than {max_bytes} bytes "
+                f"(the dead letter keeps its first {max_bytes} bytes)"
+            ),
+        )
     model: type[Transaction] | type[Label] = Transaction if topic == topic_transactions else Label
     what = "transaction" if model is Transaction else "label"
     reference, problem = _reference(bounds, kafka_us)
@@ -268,8 +275,11 @@ def parse_records(
             if event is None:
                 out["kind"][i] = DEAD_LETTER
                 out["reason"][i] = reason
+                # an oversized record is kept truncated: whole, its dead letter could exceed the broker's
+                # message size, fail the batch's Kafka write and so every retry (a poison pill of its own)
+                kept = raw_bytes[:max_record_bytes] if raw_bytes is not None else None
                 out["payload"][i] = dead_letter_for(
-                    raw_bytes, error, topics[i], partitions[i], offsets[i], failed_at=now
+                    kept, error, topics[i], partitions[i], offsets[i], failed_at=now
                 ).model_dump_json()
                 out["tb"][i] = out["cb"][i] = offsets[i] % buckets
         yield pd.DataFrame(out, columns=list(PARSED_COLUMNS))
