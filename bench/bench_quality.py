@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-days", type=int, default=30, help="feature history before the first fold")
     parser.add_argument("--candidates", help="comma-separated subset of the search space (quick runs)")
     parser.add_argument(
+        "--train-on-truth", action="store_true",
+        help="ablation: train on every fraud, reported by the cut-off or not (what the rule costs)",
+    )  # fmt: skip
+    parser.add_argument(
         "--compare-with", action="append", default=[], metavar="LABEL=RESULTS.json",
         help="another run of the same protocol (e.g. a previous feature engine): paired per test fold",
     )  # fmt: skip
@@ -264,14 +268,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # Selection: validation folds only. Every row it touches is before the first test window (checked).
     t = time.perf_counter()
-    validation = [run_fold(data, f, space, time.perf_counter, console.print) for f in valid_folds]
+    cutoff_rule = not args.train_on_truth
+    validation = [
+        run_fold(data, f, space, time.perf_counter, console.print, cutoff_rule) for f in valid_folds
+    ]
     chosen, why = choose(validation, space)
     selection_s = time.perf_counter() - t
     console.print(f"chosen: {chosen.name} ({why})")
 
     # The chosen candidate, frozen, once on the test folds.
     t = time.perf_counter()
-    tests = [run_fold(data, f, [chosen], time.perf_counter, console.print) for f in test_folds]
+    tests = [run_fold(data, f, [chosen], time.perf_counter, console.print, cutoff_rule) for f in test_folds]
     test_s = time.perf_counter() - t
     test_summary = summarise(tests, chosen.name)
     results = build_results(
@@ -358,7 +365,9 @@ def build_results(
             "unknown_at_cutoff": dropped,
             "rule": "a fraud in a training window is a training positive only if reported before the fold's "
             "cut-off (the start of its assessment window); the others train as genuine and still count as "
-            "frauds in evaluation",
+            "frauds in evaluation"
+            if not args.train_on_truth
+            else "ABLATION (--train-on-truth): every fraud of the training window trained as fraud",
         },
         "comparisons": comparisons,
         "seconds": seconds,
