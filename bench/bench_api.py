@@ -228,8 +228,8 @@ def build_world(workdir: Path, days: int, cards: int, terminals: int) -> dict[st
     store_path = workdir / "online.sqlite"
     store = SQLiteStore(store_path)
     store.put(
-        {k: v.to_bytes() for k, v in result.card_states.items()},
-        {k: v.to_bytes() for k, v in result.terminal_states.items()},
+        result.card_states,
+        result.terminal_states,
     )
     store.close()
 
