@@ -462,6 +462,10 @@ def test_poison_records_are_dead_lettered_and_the_query_survives_them_and_a_rest
     metrics = wait_for(lambda: _metrics(stream), 60, "metrics")
     for reason in set(wanted.values()):
         assert f'fraudwatch_stream_dead_letters_total{{reason="{reason}"}}' in metrics, reason
+    # what the stuck-query alert watches: the query runs, it progressed, and its lag is known per topic
+    assert "fraudwatch_stream_query_active 1.0" in metrics
+    assert "fraudwatch_stream_last_progress_timestamp_seconds" in metrics
+    assert f'fraudwatch_stream_kafka_lag{{topic="{stream.settings.topic_transactions}"}}' in metrics
     stream.alive()
 
 

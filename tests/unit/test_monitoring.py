@@ -230,3 +230,69 @@ def test_grafana_provisioning() -> None:
     assert [d["uid"] for d in datasources] == [DATASOURCE_UID]
     providers = yaml.safe_load((provisioning / "dashboards" / "fraudwatch.yml").read_text())["providers"]
     assert providers[0]["options"]["path"] == "/var/lib/grafana/dashboards/fraudwatch"
+
+
+# ------------------------------------------------------------------------------- stuck-query signals
+def test_stuck_query_signals_lag_keeps_growing_between_batches(tmp_path: Path) -> None:
+    """What FraudwatchStreamQueryStuck watches: the lag is refreshed from the brokers against the offsets the
+    last completed batch reached (from the checkpoint at start-up), and progress means a batch read rows."""
+    from types import SimpleNamespace
+
+    from fraudwatch_stream.metrics import StreamMetrics, checkpoint_offsets
+
+    checkpoint = tmp_path / "scorer"
+    assert checkpoint_offsets(checkpoint) == {}  # a fresh job
+    (checkpoint / "offsets").mkdir(parents=True)
+    (checkpoint / "commits").mkdir()
+    for batch, offset in ((0, 10), (1, 25), (2, 40)):
+        (checkpoint / "offsets" / str(batch)).write_text(
+            'v1\n{"batchWatermarkMs":0}\n' + json.dumps({"tx": {"0": offset, "1": offset + 1}}) + "\n"
+        )
+    for batch in (0, 1):  # batch 2 was planned but never committed
+        (checkpoint / "commits" / str(batch)).write_text("v1\n{}\n")
+    assert checkpoint_offsets(checkpoint) == {"tx": {"0": 25, "1": 26}}
+
+    m = StreamMetrics()
+    started = m.last_progress._value.get()
+    m.set_end_offsets(checkpoint_offsets(checkpoint))
+    assert m.refresh_lag({"tx": {"0": 30, "1": 30}, "other": {"0": 99}}) == {"tx": 9}
+    assert m.refresh_lag({"tx": {"0": 130, "1": 30}}) == {"tx": 109}  # stuck: the lag keeps growing
+    assert m.kafka_lag.labels(topic="tx")._value.get() == 109
+
+    def progress(rows: int) -> SimpleNamespace:
+        source = SimpleNamespace(
+            endOffset='{"tx": {"0": 130, "1": 30}}', latestOffset='{"tx": {"0": 130, "1": 30}}'
+        )
+        return SimpleNamespace(
+            inputRowsPerSecond=1.0, processedRowsPerSecond=1.0, durationMs={}, batchDuration=5,
+            sources=[source], batchId=3, numInputRows=rows, stateOperators=[],
+        )  # fmt: skip
+
+    assert started > 0  # the job's start counts as progress until the first batch
+    m.last_progress.set(0)
+    m.on_progress(progress(0), ())
+    assert m.last_progress._value.get() == 0  # an empty batch is no progress
+    m.on_progress(progress(5), ())
+    assert m.last_progress._value.get() > 0
+    assert m.refresh_lag({"tx": {"0": 131, "1": 30}}) == {"tx": 1}
+
+
+def test_lag_poller_reads_the_brokers_high_watermarks() -> None:
+    """LagPoller.latest against a stand-in for confluent_kafka's Consumer (the broker calls it makes)."""
+    from types import SimpleNamespace
+
+    from fraudwatch_stream.metrics import LagPoller, StreamMetrics
+
+    class _Consumer:
+        def list_topics(self, topic: str, timeout: float) -> SimpleNamespace:
+            known = {"tx": SimpleNamespace(error=None, partitions={0: None, 1: None})}
+            return SimpleNamespace(topics={t: v for t, v in known.items() if t == topic})
+
+        def get_watermark_offsets(self, tp: object, timeout: float) -> tuple[int, int]:
+            return 0, 100 + 10 * tp.partition  # type: ignore[attr-defined]
+
+    m = StreamMetrics()
+    poller = LagPoller(m, "localhost:1", ("tx", "missing"), every=0.01)
+    assert poller.latest(_Consumer()) == {"tx": {"0": 100, "1": 110}}
+    m.set_end_offsets({"tx": {"0": 40, "1": 110}})
+    assert m.refresh_lag(poller.latest(_Consumer())) == {"tx": 60}

@@ -25,7 +25,7 @@ from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.events import EARLIEST, EventBounds, dead_letter_for
 from fraudwatch.model import Reference, registered_reference
 from fraudwatch.store import OnlineStore, open_store
-from fraudwatch_stream.metrics import StreamMetrics
+from fraudwatch_stream.metrics import LagPoller, StreamMetrics, checkpoint_offsets
 from fraudwatch_stream.records import (
     CARD_STATE,
     DEAD_LETTER,
@@ -138,6 +138,7 @@ class StreamJob:
         self.output = KafkaOutput(settings)
         self.store: OnlineStore = open_store(settings, observer=self.metrics.observe_store)
         self.query: Any = None
+        self.lag_poller: LagPoller | None = None
         self._alias = model_config(settings).alias or ""
         self.drift = LiveWindow(DRIFT_WINDOW)
         self._references: dict[tuple[str, str], Reference] = {}
@@ -340,6 +341,7 @@ class StreamJob:
 
         class _Listener(StreamingQueryListener):
             def onQueryStarted(self, event: Any) -> None:
+                metrics.query_active.set(1)
                 print(
                     json.dumps({"event": "query_started", "id": str(event.id)}), file=sys.stderr, flush=True
                 )
@@ -356,6 +358,7 @@ class StreamJob:
                 metrics.last_batch.set(time.time())
 
             def onQueryTerminated(self, event: Any) -> None:
+                metrics.query_active.set(0)
                 print(
                     json.dumps({"event": "query_terminated", "exception": event.exception}),
                     file=sys.stderr,
@@ -367,6 +370,14 @@ class StreamJob:
         self.spark.streams.addListener(_Listener())
         frame = build_query_frame(self.spark, self.settings, self.options)
         checkpoint = self.settings.resolved_checkpoint_dir / "scorer"
+        # the lag between batches (a stuck query must show it growing): from the last committed batch on
+        self.metrics.set_end_offsets(checkpoint_offsets(checkpoint))
+        self.lag_poller = LagPoller(
+            self.metrics,
+            self.settings.kafka_bootstrap,
+            (self.settings.topic_transactions, self.settings.topic_labels),
+        )
+        self.lag_poller.start()
         self.query = (
             frame.writeStream.queryName(self.options.query_name)
             .outputMode("append")
@@ -380,6 +391,8 @@ class StreamJob:
     def stop(self) -> None:
         if self.query is not None:
             self.query.stop()
+        if self.lag_poller is not None:
+            self.lag_poller.stop()
         self.store.close()
         self.table.close()
         self.output.close()

@@ -2,20 +2,27 @@
 
 Query-level numbers (rates, batch duration, state rows, Kafka lag) come from a StreamingQueryListener;
 per-row numbers (outputs, dead letters, decisions, produce-to-scored latency) from the foreachBatch sink.
+
+Kafka lag is also refreshed between batches by :class:`LagPoller` (the brokers' latest offsets against the
+offsets the last completed batch reached), so that a query that has failed or stopped making progress shows
+its lag growing instead of a frozen gauge: that is what the stuck-query alert (FraudwatchStreamQueryStuck)
+watches, with ``fraudwatch_stream_query_active`` and ``fraudwatch_stream_last_progress_timestamp_seconds``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from fraudwatch.metrics import SharedMetrics
 
-__all__ = ["StreamMetrics", "kafka_lag"]
+__all__ = ["LagPoller", "StreamMetrics", "checkpoint_offsets", "kafka_lag"]
 
 log = logging.getLogger("fraudwatch_stream.metrics")
 
@@ -65,6 +72,20 @@ class StreamMetrics:
             "Unix time of the last completed batch",
             registry=r,
         )
+        self.last_progress = Gauge(
+            "fraudwatch_stream_last_progress_timestamp_seconds",
+            "Unix time of the last completed batch that read input rows (job start until the first one)",
+            registry=r,
+        )
+        self.last_progress.set(time.time())
+        self.query_active = Gauge(
+            "fraudwatch_stream_query_active",
+            "1 while the streaming query runs, 0 once it has terminated (failed or stopped)",
+            registry=r,
+        )
+        #: the offsets the last completed batch reached, per topic and partition (LagPoller reads them)
+        self.end_offsets: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
         # store, model and drift families: shared with the scorer API (fraudwatch.metrics)
         self.shared = SharedMetrics(r, "stream", store_ops=("put",))
         self.observe_store = self.shared.observe_store
@@ -95,9 +116,12 @@ class StreamMetrics:
         lag: dict[str, int] = {}
         for source in progress.sources or []:
             lag.update(kafka_lag(source.endOffset, source.latestOffset))
+            self.set_end_offsets(_offsets(source.endOffset))
         for topic, behind in lag.items():
             self.kafka_lag.labels(topic=topic).set(behind)
         self.last_batch.set(time.time())
+        if progress.numInputRows:
+            self.last_progress.set(time.time())
         return {
             "batch_id": progress.batchId,
             "input_rows": progress.numInputRows,
@@ -110,6 +134,100 @@ class StreamMetrics:
             },
             "kafka_lag": lag,
         }
+
+    def set_end_offsets(self, offsets: dict[str, dict[str, int]]) -> None:
+        """Offsets a completed batch reached (from its progress, or the checkpoint at start-up)."""
+        with self._lock:
+            for topic, parts in offsets.items():
+                self.end_offsets.setdefault(topic, {}).update({str(p): int(o) for p, o in parts.items()})
+
+    def refresh_lag(self, latest: dict[str, dict[str, int]]) -> dict[str, int]:
+        """Set the lag gauge from the brokers' latest offsets against the last completed batch."""
+        with self._lock:
+            done = {topic: dict(parts) for topic, parts in self.end_offsets.items()}
+        lag = kafka_lag(done, {topic: parts for topic, parts in latest.items() if topic in done})
+        for topic, behind in lag.items():
+            self.kafka_lag.labels(topic=topic).set(behind)
+        return lag
+
+
+def checkpoint_offsets(checkpoint: Path) -> dict[str, dict[str, int]]:
+    """The Kafka offsets of the last committed batch in a Structured Streaming checkpoint ({} if none).
+
+    ``commits/<n>`` marks batch n committed; ``offsets/<n>`` holds, after a version line and a metadata
+    line, one JSON line per source: ``{"topic": {"partition": offset}}`` (the batch's end offsets).
+    """
+    out: dict[str, dict[str, int]] = {}
+    try:
+        committed = max(
+            (int(p.name) for p in (checkpoint / "commits").iterdir() if p.name.isdigit()), default=-1
+        )
+        if committed < 0:
+            return {}
+        lines = (checkpoint / "offsets" / str(committed)).read_text().splitlines()
+        for line in lines[2:]:
+            for topic, parts in _offsets(line).items():
+                if isinstance(parts, dict):
+                    out[topic] = {str(p): int(o) for p, o in parts.items()}
+    except (OSError, ValueError, TypeError):  # no checkpoint yet, or one this code cannot read: lag unknown
+        return {}
+    return out
+
+
+class LagPoller:
+    """Refreshes ``fraudwatch_stream_kafka_lag`` every ``every`` seconds from the brokers (driver thread).
+
+    Between batches the listener's lag would freeze at its last value; this keeps it current, so a query
+    that is stuck (failed, or a batch that never ends) shows lag that keeps growing. Broker errors are
+    logged and retried at the next tick: the poller never affects the query.
+    """
+
+    def __init__(self, metrics: StreamMetrics, bootstrap: str, topics: tuple[str, ...], every: float = 15.0):
+        self.metrics = metrics
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kafka-lag-poller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.every + 10)
+
+    def latest(self, consumer: Any) -> dict[str, dict[str, int]]:
+        from confluent_kafka import TopicPartition
+
+        out: dict[str, dict[str, int]] = {}
+        for topic in self.topics:
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            for partition in meta.partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                out.setdefault(topic, {})[str(partition)] = int(high)
+        return out
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "fraudwatch-stream-lag",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    self.metrics.refresh_lag(self.latest(consumer))
+                except Exception as exc:  # the brokers may be down: the next tick tries again
+                    log.warning("kafka lag poll failed: %s", exc)
+        finally:
+            consumer.close()
 
 
 def _offsets(raw: Any) -> dict[str, dict[str, int]]:
