@@ -385,35 +385,58 @@ def _fold_scores(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {f["fold"]["test"]: f["scores"][name] for f in results["test"]["folds"]}
 
 
+def _paired(ours: dict[str, dict[str, float]], other: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per-test-week paired differences (ours − other) of each metric: mean, SD, verdict."""
+    weeks = sorted(set(ours) & set(other))
+    if not weeks:
+        raise SystemExit("the two runs have no test week in common")
+    out: dict[str, Any] = {"test_weeks": len(weeks)}
+    for m in METRICS:
+        d = np.array([ours[w][m] - other[w][m] for w in weeks])
+        sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+        out[m] = {
+            "other": round(float(np.mean([other[w][m] for w in weeks])), 4),
+            "difference": round(float(d.mean()), 4), "paired_sd": round(sd, 4),
+            "verdict": {"beats": "higher", "below": "lower", "matches": "same"}.get(
+                verdict(float(d.mean()), sd), "n/a"
+            ),
+        }  # fmt: skip
+    return out
+
+
 def related_runs(results: dict[str, Any], pairs: list[str]) -> list[dict[str, Any]]:
-    """Each other run against this one on the same test weeks: per-fold paired differences (this − other),
-    their mean and SD, and a verdict (the mean difference against the SD of the paired differences)."""
-    ours = _fold_scores(results)
-    out = []
+    """Other runs of the protocol. With the same labels as this run (same test sets): per-fold paired
+    differences (this − other). With other labels the test sets differ (known-compromised cards are removed
+    by report time) and the features see labels at other times, so they are summarised, not paired; an
+    ``--train-on-truth`` ablation is paired with the run of the same labels that respects the cut-off."""
+    loaded = []
     for pair in pairs:
         label, _, file = pair.partition("=")
-        other_results = json.loads(Path(file).read_text(encoding="utf-8"))
-        other = _fold_scores(other_results)
-        weeks = sorted(set(ours) & set(other))
-        if not weeks:
-            raise SystemExit(f"{file} has no test week in common with this run")
+        loaded.append((label, json.loads(Path(file).read_text(encoding="utf-8"))))
+    out = []
+    for label, other in loaded:
         row: dict[str, Any] = {
             "label": label,
-            "chosen": other_results["chosen"]["candidate"],
-            "labels": other_results.get("labels"),
-            "features": other_results.get("features"),
-            "test_weeks": len(weeks),
+            "chosen": other["chosen"]["candidate"],
+            "labels": other.get("labels"),
+            "features": other.get("features"),
+            "same_labels": other.get("labels") == results.get("labels"),
+            "ablation": "ABLATION" in other["labels_at_cutoff"]["rule"],
+            "labels_at_cutoff": {k: v for k, v in other["labels_at_cutoff"].items() if k != "rule"},
+            "test": other["test"]["summary"],
         }
-        for m in METRICS:
-            d = np.array([ours[w][m] - other[w][m] for w in weeks])
-            sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
-            row[m] = {
-                "other": round(float(np.mean([other[w][m] for w in weeks])), 4),
-                "difference": round(float(d.mean()), 4), "paired_sd": round(sd, 4),
-                "verdict": {"beats": "higher", "below": "lower", "matches": "same"}.get(
-                    verdict(float(d.mean()), sd), "n/a"
-                ),
-            }  # fmt: skip
+        if row["same_labels"] and not row["ablation"]:
+            row["paired"] = _paired(_fold_scores(results), _fold_scores(other))
+        if row["ablation"]:
+            base = [
+                (lab, o) for lab, o in loaded
+                if o.get("labels") == other.get("labels") and "ABLATION" not in o["labels_at_cutoff"]["rule"]
+            ]  # fmt: skip
+            if base and base[0][1]["chosen"]["candidate"] == other["chosen"]["candidate"]:
+                row["cutoff_cost"] = {
+                    "versus": base[0][0],
+                    **_paired(_fold_scores(base[0][1]), _fold_scores(other)),
+                }
         out.append(row)
     return out
 
@@ -494,26 +517,54 @@ def write_docs(path: Path, results: dict[str, Any]) -> None:
                 f"{row[m]['published']:.3f}: {row[m]['difference']:+.3f} {row[m]['verdict']}" for m in METRICS
             ]
             lines.append(f"| {row['published']} | " + " | ".join(cells) + " |")
-    if results.get("related"):
+    paired = [r for r in results.get("related", []) if "paired" in r]
+    if paired:
         lines += [
             "",
-            "Other runs of the same protocol on the same test weeks (this run − that run, mean of the per-fold "
-            'paired differences; "higher" / "lower" only beyond the SD of those differences):',
+            "Other runs of the same protocol with the same labels, i.e. the same test sets (this run − that "
+            'run, mean ± SD of the per-test-week paired differences; "higher" / "lower" only beyond that SD):',
             "",
             "| run | its chosen model | its features | AUC ROC | AP | CP@100 |",
             "|---|---|---|---|---|---|",
         ]
-        for row in results["related"]:
+        for row in paired:
             cells = [
-                f"{row[m]['other']:.3f}: {row[m]['difference']:+.3f} ± {row[m]['paired_sd']:.3f} "
-                f"{row[m]['verdict']}"
+                f"{row['paired'][m]['other']:.3f}: {row['paired'][m]['difference']:+.3f} ± "
+                f"{row['paired'][m]['paired_sd']:.3f} {row['paired'][m]['verdict']}"
                 for m in METRICS
             ]
             lines.append(
-                f"| {row['label']} ({row['labels']}) | {row['chosen']} | {row['features']} | "
-                + " | ".join(cells)
-                + " |"
+                f"| {row['label']} | {row['chosen']} | {row['features']} | " + " | ".join(cells) + " |"
             )
+    others = [r for r in results.get("related", []) if not r["same_labels"]]
+    if others:
+        lines += [
+            "",
+            "Runs with other labels (not comparable with the tables above or the published figures: labels "
+            "known at other times change the features and which cards are removed as known compromised):",
+            "",
+        ]
+        for row in others:
+            lab_o, s = row["labels_at_cutoff"], row["test"]
+            what = "ablation: trained on every fraud, known or not" if row["ablation"] else "labels as known"
+            line = (
+                f"- {row['label']} ({row['labels']}; {what}): {lab_o['unknown_at_cutoff']:,} of "
+                f"{lab_o['training_frauds']:,} training-window frauds unknown at the cut-off; {row['chosen']}, "
+                f"test AUC {_pm(s['auc_roc'])}, AP {_pm(s['average_precision'])}, CP@100 "
+                f"{_pm(s['card_precision_at_100'])}."
+            )
+            cost = row.get("cutoff_cost")
+            if cost:
+                line += (
+                    f" Respecting the cut-off ({cost['versus']}) vs this ablation, paired per test week: "
+                    + ", ".join(
+                        f"{METRIC_TITLES[m]} {cost[m]['difference']:+.3f} ± {cost[m]['paired_sd']:.3f} "
+                        f"({cost[m]['verdict']})"
+                        for m in METRICS
+                    )
+                    + "."
+                )
+            lines.append(line)
     sd = {m: test[m]["sd"] for m in METRICS}
     lines += [
         "",

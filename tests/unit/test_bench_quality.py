@@ -182,6 +182,10 @@ def test_benchmark_on_any_history_through_a_mapping_file(
     assert 0 < r["labels_at_cutoff"]["unknown_at_cutoff"] < r["labels_at_cutoff"]["training_frauds"]
     assert r["comparisons"] == {}  # nothing published to compare a foreign history with
     assert bench.REPO_RESULTS.read_bytes() == repo_results  # the repo's results are left alone
+    # a run compared with itself: same labels, so paired per test week, every difference 0
+    (same,) = bench.related_runs(r, [f"itself={out}"])
+    assert same["same_labels"] and same["paired"]["test_weeks"] == 2
+    assert same["paired"]["average_precision"]["difference"] == 0.0
 
 
 def test_flags_instead_of_a_mapping_file_and_errors_name_the_column(
