@@ -130,6 +130,10 @@ bench-quality: ## detection quality, Handbook prequential protocol (DATA=.../tra
 bench-api: ## our /score vs `mlflow models serve` on the same model
 	$(PY) bench/bench_api.py
 
+.PHONY: bench-stream-floor
+bench-stream-floor: ## framework floor: the stream's query shape with trivial bodies (records/s, CPU per process)
+	$(PY) bench/bench_stream_floor.py
+
 .PHONY: bench-stream
 bench-stream: ## stream throughput and latency at rising input rates
 	$(PY) bench/bench_stream.py
