@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=2_000_000, ge=1024, description="Larger bodies get 413.")
     model_poll_seconds: float = Field(default=10.0, gt=0, description="Registry poll for alias moves.")
 
+    # Review queue (services/review)
+    review_host: str = Field(default="127.0.0.1", description="Review queue bind address.")
+    review_port: int = Field(
+        default=8010, ge=1, le=65535, description="Review queue port (page, API, /metrics)."
+    )
+    review_db_path: Path | None = Field(
+        default=None, description="Review queue SQLite file; defaults to <local_dir>/review/review.sqlite."
+    )
+    review_group_id: str = Field(
+        default="fraudwatch-review", description="Kafka consumer group reading fraud.alerts into the queue."
+    )
+
     # Stream job
     stream_metrics_port: int = Field(default=9108, ge=1, le=65535, description="Stream /metrics port.")
     stream_trigger_seconds: float = Field(default=1.0, gt=0, description="Micro-batch trigger interval.")
@@ -139,6 +151,10 @@ class Settings(BaseSettings):
     @property
     def resolved_sqlite_path(self) -> Path:
         return self.sqlite_path or self.local_dir / "store" / "online.sqlite"
+
+    @property
+    def resolved_review_db_path(self) -> Path:
+        return self.review_db_path or self.local_dir / "review" / "review.sqlite"
 
     @property
     def resolved_checkpoint_dir(self) -> Path:

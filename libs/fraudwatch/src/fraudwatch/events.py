@@ -318,6 +318,13 @@ class Label(_Event):
     event_time: EventTime = Field(description="event_time of the labelled transaction.")
     is_fraud: bool = Field(strict=True)
     reported_at: EventTime = Field(description="When the label became known (chargeback, analyst).")
+    source: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL)] | None = (
+        Field(
+            default=None,
+            description="Who reported it, e.g. 'analyst:<name>' from the review queue; absent: the simulator or "
+            "a chargeback feed. Informational: the stream and training read only the fields above.",
+        )
+    )
 
     @model_validator(mode="after")
     def _reported_after_event(self) -> Label:
