@@ -83,6 +83,14 @@ def test_offline_stream_and_api_agree(
     new["transaction_id"] = [f"new-{i}" for i in range(len(new))]
     new["event_time"] = [end + timedelta(minutes=30 + i) for i in range(len(new))]
     new["amount"] = new["amount"] * 3.0
+    # and entities first seen in the stream: a card and a terminal no history event touched
+    fresh = new.head(2).assign(
+        transaction_id=["fresh-0", "fresh-1"],
+        card_id=["card-fresh-0", "card-fresh-1"],
+        terminal_id=["term-fresh-0", "term-fresh-1"],
+        event_time=[end + timedelta(minutes=90 + i) for i in range(2)],
+    )
+    new = pd.concat([new, fresh], ignore_index=True)
 
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
     events = [

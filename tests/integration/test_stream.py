@@ -357,9 +357,9 @@ def test_late_label_changes_terminal_risk_for_later_transactions_only(stream: St
     after = features_of(stream.wait_scored(["late-after"]))[0]
     again = features_of(stream.wait_scored([t["transaction_id"] for t in first]))
 
-    assert after[F["terminal_fraud_count_30d"]] == 1.0
+    assert after[F["terminal_fraud_count_utc30d"]] == 1.0
     assert after[F["terminal_days_since_fraud"]] < 1.0
-    assert (before[:, F["terminal_fraud_count_30d"]] == 0.0).all()
+    assert (before[:, F["terminal_fraud_count_utc30d"]] == 0.0).all()
     np.testing.assert_array_equal(before, again)  # earlier results are not rewritten
 
 

@@ -13,7 +13,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from fraudwatch.features import TerminalState
+from fraudwatch.features import TERMINAL_DTYPE, states_from_bytes
 from fraudwatch_stream import stateful
 from fraudwatch_stream.records import (
     DEAD_LETTER,
@@ -198,4 +198,4 @@ def test_terminal_stage_validates_computes_and_routes() -> None:
     assert feats.shape[0] == 2 and not np.array_equal(feats[0], feats[1])  # x3 sees x1 at its terminal
     state = out[out["kind"] == TERMINAL_STATE]
     assert len(state) == 1 and int(state["entities"].iloc[0]) == 1
-    assert TerminalState.from_bytes(unpack_states(state["state"].iloc[0])[home]).n_life == 2
+    assert states_from_bytes([unpack_states(state["state"].iloc[0])[home]], TERMINAL_DTYPE)[0]["n_life"] == 2

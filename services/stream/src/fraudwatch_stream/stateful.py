@@ -7,20 +7,21 @@
   pandas UDF (:mod:`.scoring`) then scores the complete vector with the production model.
 
 **Poison records** (docs/stream.md): whatever one record raises in its per-record work — parsing and
-validation (:mod:`.records`), its feature step, non-finite features — becomes a dead letter for that record
-only. A group runs its steps against the committed entity states (nothing is written before the commit), so
-when a step raises the group is simply run again without that record (:func:`_isolate`): the records that
-remain see exactly the state they would have seen had the poison record never arrived. Errors that are not
+validation (:mod:`.records`), non-finite features out of the feature kernels — becomes a dead letter for that
+record only. A group runs its steps against the committed entity states (nothing is written before the
+commit), so when a record fails the group is simply run again without that record (:func:`_isolate`): the
+records that remain see exactly the state they would have seen had the poison record never arrived. Errors that are not
 a record's fault (state that cannot be decoded, the state store, Spark) still fail the batch, which Spark
 then re-runs from the last committed state.
 
 Inside a group rows are processed in (time, kind) order — transactions at their event_time before labels
-at their reported_at — exactly like :func:`fraudwatch.features.replay`, through the same ``terminal_step``,
-``apply_label`` and ``card_step`` functions. Rows a stage does not own (dead letters, the other stage's
-state rows) pass through untouched.
+at their reported_at — exactly like :func:`fraudwatch.features.replay`, as one block through the same
+compiled kernels (:func:`fraudwatch.features.card_features`, :func:`fraudwatch.features.terminal_features`)
+on the group's entity state records. Rows a stage does not own (dead letters, the other stage's state rows)
+pass through untouched.
 
 **State layout** (:class:`EntityLog`). A group is a *bucket* of entities (``crc32(id) % buckets``), and its
-state is a log: a ``ListState`` of packed chunks ``{entity_id: state bytes}`` (base64 text; each micro-batch appends one
+state is a log: a ``ListState`` of packed chunks ``{entity_id: state record bytes}`` (base64 text; each micro-batch appends one
 chunk with the entities it changed; the log is compacted into one snapshot when it grows past twice the live
 size) plus a ``ValueState`` holding a random token that changes with every write. A Python worker keeps the
 bucket it last wrote in memory, tagged with that token: when the token in Spark state still matches, the
@@ -48,7 +49,20 @@ import numpy as np
 import pandas as pd
 
 from fraudwatch.events import EventBounds, dead_letter_for
-from fraudwatch.features import CardState, TerminalState, apply_label, card_step, terminal_step
+from fraudwatch.features import (
+    CARD_DTYPE,
+    TERMINAL_DTYPE,
+    card_features,
+    channel_codes,
+    country_codes,
+    label_hashes,
+    record_bytes,
+    states_from_bytes,
+    terminal_features,
+    terminal_keys,
+)
+from fraudwatch.features import LABEL as BLOCK_LABEL
+from fraudwatch.features import TRANSACTION as BLOCK_TRANSACTION
 from fraudwatch_stream.records import (
     CARD_STATE,
     DEAD_LETTER,
@@ -57,7 +71,6 @@ from fraudwatch_stream.records import (
     TERMINAL_STATE,
     TRANSACTION,
     dead_letter_row,
-    describe_failure,
     empty_rows,
     pack_features,
     pack_states,
@@ -211,15 +224,21 @@ def _isolate(steps: Callable[[frozenset[int]], _T]) -> tuple[_T, dict[int, str]]
             failed.update(new)
 
 
-def _check_finite(rows: list[list[float] | None], where: str) -> None:
-    """Feature rows must be finite: a non-finite one means its record pushed the state out of range."""
-    positions = [i for i, row in enumerate(rows) if row is not None]
-    if not positions:
-        return
-    ok = np.isfinite(np.asarray([rows[i] for i in positions], dtype=np.float64)).all(axis=1)
+def _check_finite(features: np.ndarray, positions: np.ndarray, where: str) -> None:
+    """Feature rows must be finite: a non-finite row means its record pushed the state out of range.
+
+    Only the first such record fails a pass: the records after it may be non-finite only because of it, and
+    the next pass (without it) tells.
+    """
+    ok = np.isfinite(features).all(axis=1)
     if not ok.all():
-        bad = {positions[j]: f"{where}: the features are not finite" for j in np.flatnonzero(~ok).tolist()}
-        raise RecordFailed(bad)
+        first = int(np.flatnonzero(~ok)[0])
+        raise RecordFailed({int(positions[first]): f"{where}: the features are not finite"})
+
+
+def _records(entities: dict[str, bytes], ids: list[str], dtype: np.dtype) -> np.ndarray:
+    # undecodable state (another layout version) is not a record's fault: it fails the batch
+    return states_from_bytes([entities.get(i) for i in ids], dtype)
 
 
 def _state_row(kind: int, encoded: dict[str, bytes], bucket: int, entities: int) -> pd.DataFrame:
@@ -242,10 +261,6 @@ def _dead_letter_of_row(row: Any, error: str, topic: str) -> str:
         int(row.src_offset),
         failed_at=datetime.now(UTC),
     ).model_dump_json()
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _sorted(pdf: pd.DataFrame) -> pd.DataFrame:
@@ -302,38 +317,34 @@ def terminal_stage(
         return
     entities, meta = log.open(bucket)
     marks.append(("open", time.perf_counter()))
-    columns = (
-        work["kind"].tolist(),
-        work["t_us"].tolist(),
-        work["terminal_id"].tolist(),
-        work["transaction_id"].tolist(),
-        work["is_fraud"].tolist(),
-        work["label_event_us"].tolist(),
+    kind = work["kind"].to_numpy()
+    fraud_label = (kind == LABEL) & work["is_fraud"].fillna(False).astype(bool).to_numpy()
+    # genuine labels change no state (and create none, like replay): they are not part of the block
+    in_block = np.flatnonzero((kind == TRANSACTION) | fraud_label)
+    term_codes, term_ids = pd.factorize(work["terminal_id"].astype(str))
+    block_kind = np.where(kind == TRANSACTION, BLOCK_TRANSACTION, BLOCK_LABEL).astype(np.int8)
+    t_s = work["t_us"].to_numpy(dtype=np.int64) / 1e6
+    hashes = np.where(fraud_label, label_hashes(work["transaction_id"].astype(str).to_numpy()), 0).astype(
+        np.uint64
     )
+    event_s = work["label_event_us"].fillna(0).to_numpy(dtype=np.int64) / 1e6
+    ids = term_ids.tolist()
 
-    def steps(skip: frozenset[int]) -> tuple[dict[str, TerminalState], list[list[float] | None]]:
-        touched: dict[str, TerminalState] = {}
-        feats: list[list[float] | None] = []
-        for pos, (kind, t_us, tid, txid, fraud, event_us) in enumerate(zip(*columns, strict=True)):
-            if pos in skip or (kind == LABEL and not fraud):
-                feats.append(None)  # genuine labels change no state (and create none, like replay)
-                continue
-            term = touched.get(tid)
-            if term is None:  # undecodable state is not this record's fault: it fails the batch
-                raw_state = entities.get(tid)
-                term = touched[tid] = TerminalState.from_bytes(raw_state) if raw_state else TerminalState()
-            try:
-                if kind == TRANSACTION:
-                    feats.append(terminal_step(term, t_us / 1e6))
-                else:
-                    apply_label(term, txid, int(event_us) / 1e6, True)
-                    feats.append(None)
-            except Exception as exc:
-                raise RecordFailed({pos: describe_failure("terminal features", exc)}) from exc
-        _check_finite(feats, "terminal features")
-        return touched, feats
+    def steps(skip: frozenset[int]) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
+        block = in_block[~np.isin(in_block, list(skip))] if skip else in_block
+        table = _records(entities, ids, TERMINAL_DTYPE)
+        rows = term_codes[block]
+        feats = terminal_features(table, rows, block_kind[block], t_s[block], hashes[block], event_s[block])
+        tx_positions = block[block_kind[block] == BLOCK_TRANSACTION]
+        _check_finite(feats, tx_positions, "terminal features")
+        touched = np.unique(rows)
+        return (
+            dict(zip([ids[i] for i in touched.tolist()], record_bytes(table, touched), strict=True)),
+            feats,
+            tx_positions,
+        )
 
-    (touched, feats), failed = _isolate(steps)
+    (encoded, feats, tx_positions), failed = _isolate(steps)
     if failed:  # dead letters that keep the raw Kafka bytes
         positions = sorted(failed)
         letters = work.iloc[positions][list(ROW_COLUMNS)].copy()
@@ -344,20 +355,12 @@ def terminal_stage(
             for pos in positions
         ]
         yield letters
-    encoded = {tid: term.to_bytes() for tid, term in touched.items()}
     marks.append(("features", time.perf_counter()))
     if encoded:
         log.commit(bucket, entities, meta, encoded)
     marks.append(("commit", time.perf_counter()))
-    is_tx = (work["kind"] == TRANSACTION).to_numpy()
-    if failed:
-        is_tx[list(failed)] = False
-    if is_tx.any():
-        yield work.loc[is_tx, list(ROW_COLUMNS)].assign(
-            tfeat=pack_features(
-                [f for f, tx in zip(feats, is_tx.tolist(), strict=True) if tx and f is not None]
-            )
-        )
+    if len(tx_positions):
+        yield work.iloc[tx_positions][list(ROW_COLUMNS)].assign(tfeat=pack_features(feats))
     marks.append(("emit", time.perf_counter()))
     if encoded:
         yield _state_row(TERMINAL_STATE, encoded, bucket, len(entities))
@@ -388,34 +391,27 @@ def card_stage(
         return
     entities, meta = log.open(bucket)
     marks.append(("open", time.perf_counter()))
-    columns = (
-        work["t_us"].tolist(),
-        work["card_id"].tolist(),
-        work["terminal_id"].tolist(),
-        work["amount"].tolist(),
-        work["country"].tolist(),
-        work["channel"].tolist(),
-    )
+    card_codes, card_ids = pd.factorize(work["card_id"].astype(str))
+    ids = card_ids.tolist()
+    t_s = work["t_us"].to_numpy(dtype=np.int64) / 1e6
+    amount = work["amount"].to_numpy(dtype=np.float64)
+    tkeys = terminal_keys(work["terminal_id"].astype(str).to_numpy())
+    countries = country_codes(work["country"].to_numpy())
+    channels = channel_codes(work["channel"].to_numpy())
+    everything = np.arange(len(work))
 
-    def steps(skip: frozenset[int]) -> tuple[dict[str, CardState], list[list[float] | None]]:
-        touched: dict[str, CardState] = {}
-        feats: list[list[float] | None] = []
-        for pos, (t_us, cid, tid, amount, country, channel) in enumerate(zip(*columns, strict=True)):
-            if pos in skip:
-                feats.append(None)
-                continue
-            card = touched.get(cid)
-            if card is None:  # undecodable state is not this record's fault: it fails the batch
-                raw_state = entities.get(cid)
-                card = touched[cid] = CardState.from_bytes(raw_state) if raw_state else CardState()
-            try:
-                feats.append(card_step(card, t_us / 1e6, float(amount), tid, _text(country), _text(channel)))
-            except Exception as exc:
-                raise RecordFailed({pos: describe_failure("card features", exc)}) from exc
-        _check_finite(feats, "card features")
-        return touched, feats
+    def steps(skip: frozenset[int]) -> tuple[dict[str, bytes], np.ndarray]:
+        block = everything[~np.isin(everything, list(skip))] if skip else everything
+        table = _records(entities, ids, CARD_DTYPE)
+        rows = card_codes[block]
+        feats = card_features(
+            table, rows, t_s[block], amount[block], tkeys[block], countries[block], channels[block]
+        )
+        _check_finite(feats, block, "card features")
+        touched = np.unique(rows)
+        return dict(zip([ids[i] for i in touched.tolist()], record_bytes(table, touched), strict=True)), feats
 
-    (touched, feats), failed = _isolate(steps)
+    (encoded, rows), failed = _isolate(steps)
     if failed:
         dead = work.iloc[sorted(failed)].copy()
         dead["kind"] = DEAD_LETTER
@@ -428,8 +424,6 @@ def card_stage(
         keep = np.ones(len(work), dtype=bool)
         keep[list(failed)] = False
         work = work[keep]
-    rows = [f for f in feats if f is not None]  # the failed records' places are the only None
-    encoded = {cid: card.to_bytes() for cid, card in touched.items()}
     marks.append(("features", time.perf_counter()))
     log.commit(bucket, entities, meta, encoded)
     marks.append(("commit", time.perf_counter()))

@@ -5,12 +5,8 @@
 * :mod:`.kernels` — the numba kernels (cached): features of a block of events, states updated in place.
 * :mod:`.engine` — the entry points: blocks of events (replay, stream) and read-only rows (API).
 * :mod:`.offline` — point-in-time replay of history through the engine (the training-set builder).
-
-``CardState``, ``TerminalState``, ``card_step``, ``terminal_step`` and ``apply_label`` are the per-record
-Python code the stream job still calls until its stages move onto the engine; nothing else may use them.
 """
 
-from fraudwatch.features.compute import apply_label, card_step, terminal_step
 from fraudwatch.features.engine import (
     CARD_COLUMNS,
     LABEL,
@@ -46,7 +42,6 @@ from fraudwatch.features.spec import (
     Window,
     feature_table,
 )
-from fraudwatch.features.state import CardState, TerminalState
 
 __all__ = [
     "CARD_COLUMNS",
@@ -61,13 +56,9 @@ __all__ = [
     "TERMINAL_WINDOWS",
     "TRANSACTION",
     "TX_FEATURES",
-    "CardState",
     "ReplayResult",
-    "TerminalState",
     "Window",
-    "apply_label",
     "card_features",
-    "card_step",
     "channel_codes",
     "check_record",
     "country_codes",
@@ -84,6 +75,5 @@ __all__ = [
     "terminal_features",
     "terminal_key",
     "terminal_keys",
-    "terminal_step",
     "warm_up",
 ]
