@@ -27,6 +27,7 @@ from fraudwatch.features.kernels import (
     P_REF_SPAN,
     P_SMALL_AMOUNT,
     STAT_COUNT,
+    STAT_FRAUDS,
     STAT_MAX,
     STAT_MEAN,
     STAT_RISK,
@@ -88,7 +89,7 @@ _CARD_STAT = {
 }
 _TERMINAL_STAT = {
     ("transactions", "count"): STAT_COUNT,
-    ("frauds", "count"): STAT_SMALL,
+    ("frauds", "count"): STAT_FRAUDS,
     ("frauds", "risk"): STAT_RISK,
 }
 _SPANS = np.array(sorted({w.window for w in CARD_WINDOWS}), dtype=np.float64)

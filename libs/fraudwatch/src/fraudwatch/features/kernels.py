@@ -32,6 +32,7 @@ __all__ = [
     "P_REF_SPAN",
     "P_SMALL_AMOUNT",
     "STAT_COUNT",
+    "STAT_FRAUDS",
     "STAT_MAX",
     "STAT_MEAN",
     "STAT_RISK",
@@ -44,7 +45,8 @@ __all__ = [
 ]
 
 STAT_COUNT = 0  # card: transactions; terminal: transactions
-STAT_SMALL = 1  # card: transactions under the small amount; terminal: reported frauds
+STAT_SMALL = 1  # card: transactions under the small amount
+STAT_FRAUDS = 1  # terminal: reported frauds
 STAT_SUM = 2
 STAT_MEAN = 3
 STAT_MAX = 4
@@ -330,7 +332,7 @@ def _terminal_one(
         stat = win[w, 1]
         if stat == STAT_COUNT:
             o[w] = n_tx
-        elif stat == STAT_SMALL:
+        elif stat == STAT_FRAUDS:
             o[w] = n_fraud
         else:
             o[w] = min(1.0, n_fraud / n_tx) if n_tx > 0 else 0.0
