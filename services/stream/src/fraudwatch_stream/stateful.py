@@ -318,7 +318,7 @@ def terminal_stage(
     entities, meta = log.open(bucket)
     marks.append(("open", time.perf_counter()))
     kind = work["kind"].to_numpy()
-    fraud_label = (kind == LABEL) & work["is_fraud"].fillna(False).astype(bool).to_numpy()
+    fraud_label = (kind == LABEL) & work["is_fraud"].eq(True).to_numpy()
     # genuine labels change no state (and create none, like replay): they are not part of the block
     in_block = np.flatnonzero((kind == TRANSACTION) | fraud_label)
     term_codes, term_ids = pd.factorize(work["terminal_id"].astype(str))
@@ -327,7 +327,7 @@ def terminal_stage(
     hashes = np.where(fraud_label, label_hashes(work["transaction_id"].astype(str).to_numpy()), 0).astype(
         np.uint64
     )
-    event_s = work["label_event_us"].fillna(0).to_numpy(dtype=np.int64) / 1e6
+    event_s = pd.to_numeric(work["label_event_us"]).fillna(0).to_numpy(dtype=np.int64) / 1e6
     ids = term_ids.tolist()
 
     def steps(skip: frozenset[int]) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
