@@ -128,8 +128,13 @@ class Clone:
         return proc
 
     def log(self, target: str) -> str:
+        """The errors a command logged (first lines of each: Spark's query plans are long) and its tail."""
         path = self.logs / f"{target}.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines()
+        errors = [line[:400] for line in lines if re.search(r"Error|Exception|Traceback", line)][:30]
+        return "\n".join([*errors, "--- tail", *(line[:400] for line in lines[-30:])])
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGTERM the process group this test started (make and what it runs), then wait for all of it."""
