@@ -90,6 +90,10 @@ train: ## build training data, train, evaluate, log, register, promote (DATA=pat
 serve: ## run the scorer API on :8000
 	$(PY) -m fraudwatch_api
 
+.PHONY: review
+review: ## run the analyst review queue on :8010 (fraud.alerts in, labels out; docs/review.md)
+	$(PY) -m fraudwatch_review
+
 .PHONY: stream
 stream: ## run the Spark streaming scorer
 	$(PY) -m fraudwatch_stream

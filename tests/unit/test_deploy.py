@@ -24,6 +24,7 @@ DOCKERFILES = {
     "fraudwatch-scorer-api": ROOT / "services" / "scorer-api" / "Dockerfile",
     "fraudwatch-stream": ROOT / "services" / "stream" / "Dockerfile",
     "fraudwatch-producer": ROOT / "services" / "producer" / "Dockerfile",
+    "fraudwatch-review": ROOT / "services" / "review" / "Dockerfile",
     "fraudwatch-training": ROOT / "training" / "Dockerfile",
 }
 OVERLAYS = ("dev", "prod")
@@ -33,6 +34,7 @@ DOCUMENTED_PORTS = {
     "kafka": {9092},
     "mlflow": {5000},
     "scorer-api": {8000},
+    "review": {8010},
     "stream": {9108, 4040},
     "producer": {9109},
     "redis": {6379},
