@@ -105,7 +105,7 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-def test_an_analyst_decides_an_alert_in_a_real_browser(review: tuple[Settings, str], browser: object) -> None:
+def test_an_analyst_decides_an_alert_in_a_real_browser(browser: object, review: tuple[Settings, str]) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
 
