@@ -281,6 +281,9 @@ def load_history(
     """``data`` (Parquet or CSV) through ``mapping`` / ``preset`` (plus ``columns`` overrides); else
     .local/data/{transactions,labels}.parquet; else a freshly simulated history of ``days`` days (written
     there for next time). Our own files (the simulator's columns) need no mapping."""
+    if data is not None and data.is_dir():
+        # a directory `make data` wrote: its transactions (labels.parquet and simulation.json sit beside it)
+        data = data / "transactions.parquet"
     if data is not None:
         raw = read_table(data)
         if mapping is None and preset is not None:
