@@ -156,7 +156,9 @@ def _summary_value(out: str, label: str) -> str:
     return match.group(1).strip()
 
 
-def test_demo_runs_end_to_end_and_prints_the_summary(demo_run: subprocess.CompletedProcess[str]) -> None:
+def test_demo_runs_end_to_end_and_prints_the_summary(
+    demo_run: subprocess.CompletedProcess[str], demo_env: dict[str, str]
+) -> None:
     out = demo_run.stdout + demo_run.stderr
     assert demo_run.returncode == 0, out[-5000:]
     earlier = int(_summary_value(out, "earlier traffic on the topics").split()[0].replace(",", ""))
@@ -179,6 +181,7 @@ def test_demo_runs_end_to_end_and_prints_the_summary(demo_run: subprocess.Comple
         r"[\d,]+ ms / [\d,]+ ms", _summary_value(out, "stream latency Kafka->scored p50 / p99")
     )
     assert "ms" in _summary_value(out, "API POST /score p50 / p99")
+    print(out[out.index("fraudwatch demo summary") :])  # the summary in the test report (-rA)
 
 
 def test_every_dashboard_query_returns_data(
