@@ -347,12 +347,43 @@ def build_world(workdir: Path, days: int, cards: int, terminals: int) -> dict[st
     }
 
 
+def start_registry(world: dict[str, Any], workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """An MLflow tracking server on the benchmark's SQLite store, for our API.
+
+    In production the API is a client of the tracking server (``http://mlflow:5000`` in docker-compose, the
+    Settings default is HTTP too), never of the SQLite file: pointing the workers at ``sqlite:///`` would load
+    SQLAlchemy and alembic into each of them (+50 MiB RSS, docs/api-performance.md) that production does not pay.
+    """
+    port = free_port()
+    log = workdir / "mlflow-server.log"
+    proc = subprocess.Popen(
+        [
+            MLFLOW,
+            "server",
+            "--backend-store-uri",
+            world["tracking_uri"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=workdir,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc, 180, log)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def api_env(world: dict[str, Any], workdir: Path) -> dict[str, str]:
-    """The environment our API runs with in this benchmark."""
+    """The environment our API runs with in this benchmark (the registry through the tracking server)."""
     env = {
         **os.environ,
         "FRAUDWATCH_ENVIRONMENT": "development",
-        "FRAUDWATCH_MLFLOW_TRACKING_URI": world["tracking_uri"],
+        "FRAUDWATCH_MLFLOW_TRACKING_URI": world["registry_http"],
         "FRAUDWATCH_STORE_BACKEND": "sqlite",
         "FRAUDWATCH_SQLITE_PATH": str(world["store_path"]),
         "FRAUDWATCH_LOCAL_DIR": str(workdir),
@@ -461,6 +492,8 @@ def main() -> int:
             f"{world['cards_seeded']:,} cards / {world['terminals_seeded']:,} terminals; "
             f"{len(world['ours']):,} distinct request payloads"
         )
+        registry, world["registry_http"] = start_registry(world, workdir)
+        procs.append(registry)
         steps = memory_steps(api_env(world, workdir))
         for row in steps:
             print(
@@ -478,6 +511,7 @@ def main() -> int:
         )
         memory["fraudwatch"] = worker_memory(proc)
         stop(proc)
+        stop(registry)
 
         port = free_port()
         proc, _ = start_mlflow(world, workdir, port, workers)
@@ -557,7 +591,9 @@ def main() -> int:
             "",
             f"`make bench-api` ({out['measured_at']}, {os.cpu_count()} CPUs; both servers on the same registered "
             f"model version, {workers} workers each, one after the other; load from a raw asyncio HTTP/1.1 "
-            "keep-alive client on the same machine). Our API reads card and terminal state from the SQLite "
+            "keep-alive client on the same machine). Our API loads the model through an MLflow tracking server "
+            "on the run's store, as in production (mlflow serve resolves it from the store itself), reads card "
+            "and terminal state from the SQLite "
             f"online store (seeded from {world['history_transactions']:,} replayed transactions) and computes "
             "the features; mlflow serve gets the precomputed feature vector (`dataframe_split`).",
             "",
