@@ -13,7 +13,7 @@ import os
 import uvicorn
 
 from fraudwatch.config import get_settings
-from fraudwatch_review.logs import configure_logging
+from fraudwatch.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import os
 import uvicorn
 
 from fraudwatch.config import get_settings
-from fraudwatch_api.logs import configure_logging
+from fraudwatch.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:

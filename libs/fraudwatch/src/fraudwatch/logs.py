@@ -1,6 +1,7 @@
-"""Structured logs: one JSON object per line on stderr, extra fields in ``extra={"fields": {...}}``.
+"""Structured JSON logs: one JSON object per line, the same format for every service.
 
-The same line format as the scorer API's access log, so one log pipeline reads both.
+Configured by each service's ``__main__`` only (no logging setup at import). Extra fields travel in
+``extra={"fields": {...}}``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from datetime import UTC, datetime
 
 import orjson
 
-__all__ = ["configure_logging"]
+__all__ = ["JsonFormatter", "configure_logging"]
 
 
-class _JsonFormatter(logging.Formatter):
+class JsonFormatter(logging.Formatter):
+    """A log record as one JSON object: ts, level, logger, msg, the record's ``fields``, exc."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -31,18 +34,23 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> dict[str, object]:
-    """Route every logger (ours and uvicorn's) to JSON lines; returns a uvicorn ``log_config``."""
+    """Route every logger (ours and uvicorn's) to JSON lines on stderr; returns a uvicorn log_config."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(level)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": _JsonFormatter}},
+        "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {
             "default": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
         },
         "root": {"handlers": ["default"], "level": level},
-        "loggers": {"uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False}},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
     }
