@@ -365,12 +365,16 @@ def test_late_label_changes_terminal_risk_for_later_transactions_only(stream: St
 
 def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(stream: StreamUnderTest) -> None:
     n = 3000
+    # each terminal serves one card, so every entity's events sit in one Kafka partition and arrive in time
+    # order whatever offsets a micro-batch cuts at; a terminal shared by cards in both partitions may see its
+    # events across two batches out of time order (docs/stream.md, known limits), which would make the
+    # comparison with the time-ordered replay depend on timing instead of on lost or doubled state
     records = [
         tx(
             f"kill-{i:05d}",
             T0 + timedelta(days=1, seconds=7 * i),
             f"card-k{i % 150}",
-            f"term-k{i % 40}",
+            f"term-k{i % 150}",
             10.0 + i % 90,
         )
         for i in range(n)
@@ -389,7 +393,10 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(stream: StreamU
     expected = replay(
         pd.DataFrame(records).assign(event_time=lambda d: pd.to_datetime(d["event_time"]))
     ).features
-    np.testing.assert_allclose(features_of(rows), expected.to_numpy(), rtol=0, atol=1e-9)
+    got = features_of(rows)
+    bad = np.abs(got - expected.to_numpy()) > 1e-9
+    differing = {FEATURE_NAMES[j]: int(bad[:, j].sum()) for j in np.flatnonzero(bad.any(axis=0))}
+    assert not differing, f"features differing from the uninterrupted replay (rows per feature): {differing}"
 
     scored = stream.consume(
         stream.settings.topic_scored,
