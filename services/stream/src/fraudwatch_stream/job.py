@@ -23,7 +23,7 @@ import pandas as pd
 from fraudwatch.config import Settings
 from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.events import EARLIEST, EventBounds, dead_letter_for
-from fraudwatch.model import Reference, registered_reference
+from fraudwatch.model import CHALLENGER, Reference, registered_reference
 from fraudwatch.store import OnlineStore, open_store
 from fraudwatch_stream.metrics import LagPoller, StreamMetrics, checkpoint_offsets
 from fraudwatch_stream.records import (
@@ -36,9 +36,10 @@ from fraudwatch_stream.records import (
     unpack_features,
     unpack_states,
 )
-from fraudwatch_stream.scoring import ALERT_DECISIONS, ModelConfig, score_batches
+from fraudwatch_stream.scoring import ALERT_DECISIONS, CHALLENGER_COLUMNS, ModelConfig, score_batches
 from fraudwatch_stream.sinks import KafkaOutput, ScoredTable, scored_table_path
 from fraudwatch_stream.stateful import CardProcessor, TerminalProcessor
+from fraudwatch_stream.warmstart import initial_states
 
 __all__ = ["JobOptions", "StreamJob", "build_query_frame", "model_config"]
 
@@ -62,12 +63,15 @@ class JobOptions:
 
 def model_config(settings: Settings) -> ModelConfig:
     uri = settings.resolved_model_uri
+    alias = uri.split("@", 1)[1] if "@" in uri else None
     return ModelConfig(
         tracking_uri=settings.mlflow_tracking_uri,
         model_uri=uri,
         model_name=settings.model_name,
-        alias=uri.split("@", 1)[1] if "@" in uri else None,
+        alias=alias,
         poll_seconds=settings.model_poll_seconds,
+        # shadow scoring follows the challenger alias, unless the job itself serves it
+        challenger_alias=CHALLENGER if alias != CHALLENGER else None,
     )
 
 
@@ -101,6 +105,8 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         .cast("int")
         .alias("tb"),
     )
+    # warm start (FRAUDWATCH_STREAM_WARM_START): Spark applies it in batch 0 of a fresh checkpoint only
+    warm_terminals, warm_cards = initial_states(spark, settings, buckets)
     with_terminal = keyed.groupBy("tb").transformWithStateInPandas(
         TerminalProcessor(
             buckets,
@@ -112,9 +118,14 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         ROW_SCHEMA_DDL,
         "Append",
         "None",
+        initialState=warm_terminals,
     )
     with_card = with_terminal.groupBy("cb").transformWithStateInPandas(
-        CardProcessor(buckets, settings.topic_transactions), ROW_SCHEMA_DDL, "Append", "None"
+        CardProcessor(buckets, settings.topic_transactions),
+        ROW_SCHEMA_DDL,
+        "Append",
+        "None",
+        initialState=warm_cards,
     )
     config = model_config(settings)
 
@@ -169,6 +180,7 @@ class StreamJob:
             "error",
             "src_partition",
             "src_offset",
+            *CHALLENGER_COLUMNS,
         ).toPandas()
         timings = {"compute_and_collect": time.monotonic() - started}
         self._dead_letter_unscored(pdf)
@@ -209,9 +221,11 @@ class StreamJob:
                     scored["value"].tolist(),
                     [batch_id] * len(scored),
                     [now] * len(scored),
+                    *(scored[c].tolist() for c in CHALLENGER_COLUMNS),
                     strict=True,
                 )
             )
+            self.metrics.count_shadow(scored["decision"].tolist(), scored["challenger_decision"].tolist())
         timings["table"] = time.monotonic() - started - sum(timings.values())
         dead = pdf[kinds == DEAD_LETTER]
         n_dlq = len(dead)

@@ -58,6 +58,18 @@ class StreamMetrics:
             "fraudwatch_stream_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=r
         )
         self.decisions = Counter("fraudwatch_stream_decisions", "Decisions", ["decision"], registry=r)
+        self.shadow_decisions = Counter(
+            "fraudwatch_stream_shadow_decisions",
+            "Decisions of the challenger (shadow) model, recorded next to production's and never acted on",
+            ["decision"],
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "fraudwatch_stream_shadow_disagreements",
+            "Shadow-scored transactions where the challenger decided otherwise than production",
+            ["production", "challenger"],
+            registry=r,
+        )
         self.state_rows = Gauge(
             "fraudwatch_stream_state_rows",
             "Entities (cards or terminals) held in Spark state, per stateful operator",
@@ -96,9 +108,20 @@ class StreamMetrics:
             self.rows.labels(output=output)
         for decision in ("approve", "review", "decline"):
             self.decisions.labels(decision=decision)
+            self.shadow_decisions.labels(decision=decision)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+    def count_shadow(self, production: list[Any], challenger: list[Any]) -> None:
+        """Count the challenger's decisions and its disagreements with production (rows without a shadow
+        decision, null or NaN, are not counted)."""
+        for prod, chal in zip(production, challenger, strict=True):
+            if not isinstance(chal, str):
+                continue
+            self.shadow_decisions.labels(decision=chal).inc()
+            if chal != prod:
+                self.shadow_disagreements.labels(production=str(prod), challenger=chal).inc()
 
     def set_entities(self, operator: str, bucket: int, entities: int) -> None:
         """A state group reported how many entities its bucket holds (sent with its state row)."""

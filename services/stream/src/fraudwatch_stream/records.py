@@ -77,9 +77,11 @@ ROW_SCHEMA_DDL = (
 ROW_COLUMNS: tuple[str, ...] = tuple(part.strip().split(" ")[0] for part in ROW_SCHEMA_DDL.split(", "))
 #: what parsing adds for the terminal stage only (labels, routing check)
 PARSED_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "is_fraud", "label_event_us", "tb")
-#: the scoring UDF's output (value: the ScoredTransaction JSON; error: why this row could not be scored)
+#: the scoring UDF's output (value: the ScoredTransaction JSON; error: why this row could not be scored;
+#: challenger_*: the shadow model's answer, null without one — scoring.CHALLENGER_COLUMNS)
 SCORE_SCHEMA_DDL = (
-    "score DOUBLE, decision STRING, model_name STRING, model_version STRING, value STRING, error STRING"
+    "score DOUBLE, decision STRING, model_name STRING, model_version STRING, value STRING, error STRING, "
+    "challenger_version STRING, challenger_score DOUBLE, challenger_decision STRING"
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -4,6 +4,12 @@ The model is loaded once per Python worker (a module-level holder; Spark reuses 
 registry is asked at most every ``poll_seconds`` which version the alias points at; when it moved, the new
 version is loaded between two Arrow batches, never in the middle of one. A registry that cannot be reached
 keeps the current model (and is asked again at the next poll).
+
+Shadow scoring: when the registered model has a ``challenger`` alias pointing at another version than the
+one serving, the same feature rows are also scored by the challenger (followed the same way) and its version,
+score and decision travel next to production's (``challenger_*`` columns) into the authoritative table. The
+challenger is never acted on: the scored JSON, alerts and metrics of decisions are production's. Anything
+the challenger does wrong (alias lookup, loading, scoring) only leaves its columns null.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from fraudwatch_stream.records import describe_failure, unpack_features
 
 __all__ = [
     "ALERT_DECISIONS",
+    "CHALLENGER_COLUMNS",
     "SCORE_COLUMNS",
     "LoadedModel",
     "ModelConfig",
+    "current_challenger",
     "current_model",
     "score_batches",
     "score_transactions",
@@ -37,7 +45,9 @@ log = logging.getLogger("fraudwatch_stream.scoring")
 
 #: decisions published on fraud.alerts (and explained with reasons)
 ALERT_DECISIONS = frozenset({"review", "decline"})
-SCORE_COLUMNS = ("score", "decision", "model_name", "model_version", "value", "error")
+#: the shadow (challenger) model's output, null when there is no challenger or it failed
+CHALLENGER_COLUMNS = ("challenger_version", "challenger_score", "challenger_decision")
+SCORE_COLUMNS = ("score", "decision", "model_name", "model_version", "value", "error", *CHALLENGER_COLUMNS)
 REASONS_KEPT = 3
 
 
@@ -50,6 +60,8 @@ class ModelConfig:
     model_name: str
     alias: str | None
     poll_seconds: float
+    #: alias of the shadow model scored next to production (None: no shadow scoring)
+    challenger_alias: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +87,9 @@ class _Holder:
 
 
 _HOLDER = _Holder()
+_CHALLENGER = _Holder()
+#: MLflow error codes meaning "there is no such alias / model" (anything else: the registry failed)
+_ABSENT = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"})
 
 
 def _client(config: ModelConfig) -> Any:
@@ -136,6 +151,71 @@ def current_model(config: ModelConfig) -> LoadedModel:
     return held
 
 
+def current_challenger(config: ModelConfig, production: LoadedModel) -> LoadedModel | None:
+    """The worker's shadow model, or None (no challenger alias, it points at production's version, or it
+    could not be loaded). Asked at most every poll_seconds, like production; never raises.
+
+    A registry outage keeps the current challenger; a missing alias drops it; a version that fails to load is
+    retried at the next poll (its columns stay null meanwhile).
+    """
+    if config.challenger_alias is None or not config.model_uri.startswith("models:/"):
+        return None
+    now = time.monotonic()
+    held = _CHALLENGER.model if _CHALLENGER.config == config else None
+    if _CHALLENGER.config != config or now - _CHALLENGER.checked_at >= config.poll_seconds:
+        from mlflow.exceptions import MlflowException
+
+        version: str | None = held.version if held is not None else None
+        try:
+            found = _client(config).get_model_version_by_alias(production.name, config.challenger_alias)
+            version = str(found.version)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                version = None
+            else:
+                log.warning("registry unreachable, keeping challenger %s: %s", version, exc)
+        except Exception as exc:
+            log.warning("registry unreachable, keeping challenger %s: %s", version, exc)
+        if version is None:
+            held = None
+        elif held is None or held.version != version or held.name != production.name:
+            try:
+                held = _load(config, production.name, version)
+            except Exception as exc:  # the shadow model never fails the batch: retried at the next poll
+                log.warning("cannot load challenger %s version %s: %s", production.name, version, exc)
+                held = None
+        _CHALLENGER.model, _CHALLENGER.config, _CHALLENGER.checked_at = held, config, now
+    if held is None or (held.name, held.version) == (production.name, production.version):
+        return None
+    return held
+
+
+def _shadow(
+    config: ModelConfig, production: LoadedModel, matrix: np.ndarray, bad: np.ndarray
+) -> tuple[list[str | None], np.ndarray, list[str | None]]:
+    """Per row: (challenger version, score, decision), all null where the challenger has no answer.
+
+    Rows production could not score (``bad``) get none either (they are dead letters); a challenger that
+    raises leaves the whole batch's shadow columns null.
+    """
+    n = len(matrix)
+    none: list[str | None] = [None] * n
+    try:
+        challenger = current_challenger(config, production)
+        if challenger is None:
+            return none, np.full(n, np.nan), none
+        scores = np.asarray(challenger.score(np.where(bad[:, None], 0.0, matrix)), dtype=np.float64)
+        ok = ~bad & np.isfinite(scores) & (scores >= 0.0) & (scores <= 1.0)
+        decided = list(challenger.model.decide(np.where(ok, scores, 0.0)))
+    except Exception as exc:  # the challenger's failure is never the batch's nor a record's
+        log.warning("the challenger failed to score a batch: %s", exc)
+        return none, np.full(n, np.nan), none
+    keep = ok.tolist()
+    versions: list[str | None] = [challenger.version if k else None for k in keep]
+    decisions: list[str | None] = [d if k else None for d, k in zip(decided, keep, strict=True)]
+    return versions, np.where(ok, scores, np.nan), decisions
+
+
 def _rfc3339_now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -185,6 +265,7 @@ def score_transactions(work: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
             values.append(None)
             errors.append(describe_failure("scoring", exc))
             decisions[j] = None
+    shadow_version, shadow_scores, shadow_decisions = _shadow(config, model, matrix, bad)
     return work.assign(
         score=scores,
         decision=pd.Series(decisions, index=work.index, dtype=object),
@@ -192,6 +273,9 @@ def score_transactions(work: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
         model_version=model.version,
         value=pd.Series(values, index=work.index, dtype=object),
         error=pd.Series(errors, index=work.index, dtype=object),
+        challenger_version=pd.Series(shadow_version, index=work.index, dtype=object),
+        challenger_score=shadow_scores,
+        challenger_decision=pd.Series(shadow_decisions, index=work.index, dtype=object),
         payload=None,
     )
 
@@ -211,4 +295,5 @@ def score_batches(batches: Iterator[pd.DataFrame], config: ModelConfig) -> Itera
             for c in SCORE_COLUMNS:
                 out.loc[rows, c] = scored[c].to_numpy()
         out["score"] = out["score"].astype("float64")
+        out["challenger_score"] = out["challenger_score"].astype("float64")
         yield out

@@ -32,6 +32,15 @@ _COLUMNS = (
     "value",
     "batch_id",
     "written_at",
+    "challenger_version",
+    "challenger_score",
+    "challenger_decision",
+)
+#: columns added after the table's first layout: (name, SQL type), added to an older table on open
+_ADDED_COLUMNS = (
+    ("challenger_version", "TEXT"),
+    ("challenger_score", "REAL"),
+    ("challenger_decision", "TEXT"),
 )
 
 
@@ -56,13 +65,28 @@ class ScoredTable:
             "model_name TEXT NOT NULL, model_version TEXT NOT NULL, features TEXT NOT NULL, "
             "value TEXT NOT NULL, batch_id INTEGER NOT NULL, written_at REAL NOT NULL)"
         )
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a table written by an older job lacks (nullable: old rows keep null there)."""
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(scored)")}
+        for name, sql_type in _ADDED_COLUMNS:
+            if name not in present:
+                self._conn.execute(f"ALTER TABLE scored ADD COLUMN {name} {sql_type}")
 
     def upsert(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Rows in _COLUMNS order; ``features`` may be a list (stored as JSON: exact doubles)."""
+        """Rows in _COLUMNS order; ``features`` may be a list (stored as JSON: exact doubles); the
+        challenger columns (the last three) are null where there was no shadow score (NaN is stored null)."""
         marks = ",".join("?" * len(_COLUMNS))
         updates = ",".join(f"{c}=excluded.{c}" for c in _COLUMNS[1:])
         prepared = [
-            (*r[:8], orjson.dumps(r[8]).decode() if not isinstance(r[8], str) else r[8], *r[9:]) for r in rows
+            (
+                *r[:8],
+                orjson.dumps(r[8]).decode() if not isinstance(r[8], str) else r[8],
+                *r[9:],
+                *(None,) * (len(_COLUMNS) - len(r)),
+            )
+            for r in rows
         ]
         self._conn.execute("BEGIN IMMEDIATE")
         try:
