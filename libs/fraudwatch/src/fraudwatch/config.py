@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     )
     stream_max_offsets_per_trigger: int = Field(default=50_000, ge=1, description="Kafka records per batch.")
     max_record_bytes: int = Field(default=16_384, ge=256, description="Larger records go to the DLQ.")
+    stream_warm_start: Path | None = Field(
+        default=None,
+        description="Bootstrap snapshot (`make bootstrap`: the states the training history ends with) the "
+        "stream job loads into its state in the first batch of a fresh checkpoint; unset: start cold.",
+    )
 
     # Event plausibility (API and stream; see fraudwatch.events.EventBounds)
     event_max_future_seconds: float = Field(

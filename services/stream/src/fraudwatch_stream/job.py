@@ -39,6 +39,7 @@ from fraudwatch_stream.records import (
 from fraudwatch_stream.scoring import ALERT_DECISIONS, CHALLENGER_COLUMNS, ModelConfig, score_batches
 from fraudwatch_stream.sinks import KafkaOutput, ScoredTable, scored_table_path
 from fraudwatch_stream.stateful import CardProcessor, TerminalProcessor
+from fraudwatch_stream.warmstart import initial_states
 
 __all__ = ["JobOptions", "StreamJob", "build_query_frame", "model_config"]
 
@@ -104,6 +105,8 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         .cast("int")
         .alias("tb"),
     )
+    # warm start (FRAUDWATCH_STREAM_WARM_START): Spark applies it in batch 0 of a fresh checkpoint only
+    warm_terminals, warm_cards = initial_states(spark, settings, buckets)
     with_terminal = keyed.groupBy("tb").transformWithStateInPandas(
         TerminalProcessor(
             buckets,
@@ -115,9 +118,14 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         ROW_SCHEMA_DDL,
         "Append",
         "None",
+        initialState=warm_terminals,
     )
     with_card = with_terminal.groupBy("cb").transformWithStateInPandas(
-        CardProcessor(buckets, settings.topic_transactions), ROW_SCHEMA_DDL, "Append", "None"
+        CardProcessor(buckets, settings.topic_transactions),
+        ROW_SCHEMA_DDL,
+        "Append",
+        "None",
+        initialState=warm_cards,
     )
     config = model_config(settings)
 

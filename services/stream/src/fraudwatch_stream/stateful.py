@@ -86,6 +86,7 @@ __all__ = [
     "RecordFailed",
     "TerminalProcessor",
     "card_stage",
+    "seed_bucket",
     "terminal_stage",
 ]
 
@@ -435,6 +436,26 @@ def card_stage(
     _profile("card", bucket, len(pdf), marks)
 
 
+def seed_bucket(log: EntityLog, key: tuple[Any, ...], initial: pd.DataFrame) -> int:
+    """Warm start: put a bucket's initial entity states (``entity_id``, ``state`` columns) into its log.
+
+    ``handleInitialState`` calls it, which Spark does only in the first batch of a fresh checkpoint
+    (docs/stream.md, "Warm start"); it may call it more than once per bucket (the initial rows of a key can
+    come in several frames), so each call adds to what the bucket holds. An entity the bucket already holds
+    is kept. Returns the number of entities added.
+    """
+    bucket = _bucket_key(key)
+    entities, meta = log.open(bucket)
+    added = {
+        str(entity): bytes(state)
+        for entity, state in zip(initial["entity_id"].tolist(), initial["state"].tolist(), strict=True)
+        if str(entity) not in entities
+    }
+    if added:
+        log.commit(bucket, entities, meta, added)
+    return len(added)
+
+
 def _processor_base() -> type:
     from pyspark.sql.streaming import StatefulProcessor
 
@@ -459,6 +480,11 @@ class TerminalProcessor(_processor_base()):  # type: ignore[misc]
 
     def init(self, handle: Any) -> None:
         self.log = EntityLog("terminal", handle)
+
+    def handleInitialState(self, key: Any, initialState: pd.DataFrame, timerValues: Any) -> None:
+        """The bootstrap snapshot's states of this bucket (first batch of a fresh checkpoint only)."""
+        assert self.log is not None
+        seed_bucket(self.log, key, initialState)
 
     def handleInputRows(
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
@@ -488,6 +514,11 @@ class CardProcessor(_processor_base()):  # type: ignore[misc]
 
     def init(self, handle: Any) -> None:
         self.log = EntityLog("card", handle)
+
+    def handleInitialState(self, key: Any, initialState: pd.DataFrame, timerValues: Any) -> None:
+        """The bootstrap snapshot's states of this bucket (first batch of a fresh checkpoint only)."""
+        assert self.log is not None
+        seed_bucket(self.log, key, initialState)
 
     def handleInputRows(
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
