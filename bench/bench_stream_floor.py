@@ -20,6 +20,12 @@ Variants (``--variants``, comma-separated; each a ``+``-joined set of flags):
 * ``onestage``: one stateful stage only, grouped by card bucket (computed on the JVM from the raw JSON), which
   does the work of both stages (the shape of a design that takes terminal features from a table instead
   of a second stateful operator).
+* ``real``: not a floor but the measurement to hold against it: the job itself
+  (:func:`fraudwatch_stream.job.build_query_frame` and :meth:`StreamJob.write_batch`: validation, the feature
+  kernels, Spark state, the production model from ``--tracking-uri``, the online store, the SQLite table and
+  the Kafka outputs) on the same prefilled topic. With ``FRAUDWATCH_STREAM_PROFILE=1`` in the environment the
+  stages print their per-step timings (``stage_profile``) and every batch its sink timings
+  (``batch_written``) on stderr.
 
 Starts its own Kafka broker (scripts/services.py, free ports, under <local_dir>/bench-floor). Writes
 bench/results/stream_floor.json. Run: ``make bench-stream-floor`` (or ``python bench/bench_stream_floor.py``).
@@ -268,9 +274,13 @@ def run_variant(
     from fraudwatch_stream.records import ROW_SCHEMA_DDL, SCORE_SCHEMA_DDL
 
     flags = set(variant.split("+"))
-    unknown = flags - {"bare", "state", "narrow", "noudf", "onestage"}
+    unknown = flags - {"bare", "state", "narrow", "noudf", "onestage", "real"}
     if unknown:
         raise ValueError(f"unknown variant flags {sorted(unknown)}")
+    if "real" in flags:
+        return _measure(
+            spark, settings, variant, n, batch, *_real_job(spark, settings, topic, batch, buckets)
+        )
     with_state, narrow, noudf = "state" in flags, "narrow" in flags, "noudf" in flags
     raw = (
         spark.readStream.format("kafka")
@@ -314,17 +324,53 @@ def run_variant(
         frame = scored.select("*", "s.*").drop("s")
 
     seen = {"rows": 0, "batches": 0}
-    batch_times: list[float] = []
 
     def sink(df: Any, batch_id: int) -> None:
-        t = time.monotonic()
         pdf = df.select(
             "kind", "transaction_id", "score", "decision", "value", "cfeat", "tfeat", "state"
         ).toPandas()
         seen["rows"] += int((pdf["kind"] == 0).sum())
         seen["batches"] += 1
-        batch_times.append(time.monotonic() - t)
 
+    return _measure(spark, settings, variant, n, batch, frame, sink, seen)
+
+
+def _real_job(spark: Any, settings: Any, topic: str, batch: int, buckets: int) -> tuple[Any, Any, dict]:
+    """The job's own query frame and sink on ``topic`` (outputs to fresh topics named after it)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from fraudwatch_stream.job import JobOptions, StreamJob, build_query_frame
+
+    names = {f"topic_{k}": f"{topic}.{k}" for k in ("labels", "scored", "alerts", "dlq")}
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(t, 2, 1) for t in names.values()]).values():
+        future.result(timeout=30)
+    real = settings.model_copy(
+        update={
+            **names,
+            "topic_transactions": topic,
+            "stream_max_offsets_per_trigger": batch,
+            # history replayed from a backlog: no plausibility window against the Kafka timestamp
+            "event_max_age_days": 0,
+            "event_max_future_seconds": 0,
+        }
+    )
+    job = StreamJob(spark, real, JobOptions(state_buckets=buckets, query_name="floor-real"))
+    frame = build_query_frame(spark, real, job.options)
+    seen = {"rows": 0, "batches": 0}
+
+    def sink(df: Any, batch_id: int) -> None:
+        job.write_batch(df, batch_id)
+        seen["rows"] = job.table.count()
+        seen["batches"] += 1
+
+    return frame, sink, seen
+
+
+def _measure(
+    spark: Any, settings: Any, variant: str, n: int, batch: int, frame: Any, sink: Any, seen: dict
+) -> dict[str, Any]:
+    """Run ``frame`` into ``sink`` on a backlog; records/s and CPU per process after two warm-up batches."""
     checkpoint = Path(settings.local_dir) / "checkpoints" / f"{variant.replace('+', '-')}-{time.time_ns()}"
     sampler = CpuSampler()
     query = (
@@ -382,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-bytes", type=int, default=500, help="bytes per changed entity state")
     parser.add_argument("--variants", default="bare,state,state+narrow,state+narrow+noudf")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow holding the production model (variant real; default: Settings)",
+    )
     args = parser.parse_args(argv)
 
     from fraudwatch.config import Settings
@@ -400,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(
             local_dir=local, kafka_bootstrap=services.kafka_bootstrap, stream_shuffle_partitions=2
         )
+        if args.tracking_uri:
+            settings = settings.model_copy(update={"mlflow_tracking_uri": args.tracking_uri})
         values = _records(args.records, cards=50_000, terminals=10_000)
         spark = build_spark("fraudwatch-floor", settings)
         for variant in args.variants.split(","):

@@ -13,7 +13,9 @@ import orjson
 import pandas as pd
 import pytest
 
+from fraudwatch.config import Settings
 from fraudwatch.features import TERMINAL_DTYPE, states_from_bytes
+from fraudwatch.store import SQLiteStore
 from fraudwatch_stream import stateful
 from fraudwatch_stream.records import (
     DEAD_LETTER,
@@ -22,9 +24,8 @@ from fraudwatch_stream.records import (
     bucket_of,
     pack_features,
     unpack_features,
-    unpack_states,
 )
-from fraudwatch_stream.stateful import CacheStats, EntityLog, terminal_stage
+from fraudwatch_stream.stateful import CacheStats, EntityLog, StoreWriter, terminal_stage
 
 
 class _Value:
@@ -142,6 +143,20 @@ def test_the_log_is_compacted_and_stays_bounded() -> None:
     assert entities == expected
 
 
+def test_chunks_are_compressed_and_round_trip_any_keys_and_values() -> None:
+    states = {f"card-{i:05d}": bytes(2740 - 8) + i.to_bytes(8, "little") for i in range(500)}
+    states.update({"": b"", "ünï\u2028\n": b"\x00\xff" * 3})
+    chunk, raw_size = stateful._chunk(states)
+    assert chunk.startswith(stateful.CHUNK_FORMAT) and chunk.isascii()
+    assert len(chunk) * 10 < raw_size  # mostly empty fixed-size records compress far below their size
+    assert stateful._unchunk(chunk) == states
+
+
+def test_a_chunk_of_another_layout_fails_loudly() -> None:
+    with pytest.raises(ValueError, match="unknown format"):
+        stateful._unchunk("gASVAAAA")  # base64 of a pickle: the layout before compression
+
+
 def test_packed_features_are_exact() -> None:
     rows = [[0.1, 1e-300, -2.5, float("nan")], [1 / 3, 2.0**60, -0.0, 7.0]]
     back = unpack_features(pack_features(rows))
@@ -170,7 +185,7 @@ def _tx(tx_id: str, terminal: str, minute: int) -> bytes:
     )
 
 
-def test_terminal_stage_validates_computes_and_routes() -> None:
+def test_terminal_stage_validates_computes_and_routes(tmp_path: Any) -> None:
     buckets = 4
     home = next(f"t{i}" for i in range(100) if bucket_of(f"t{i}", buckets) == 0)
     away = next(f"t{i}" for i in range(100) if bucket_of(f"t{i}", buckets) != 0)
@@ -184,6 +199,7 @@ def test_terminal_stage_validates_computes_and_routes() -> None:
                 buckets=buckets,
                 topic_transactions="tx",
                 max_record_bytes=16_384,
+                store=StoreWriter(Settings(local_dir=tmp_path)),
             )
         ),
         ignore_index=True,
@@ -196,6 +212,11 @@ def test_terminal_stage_validates_computes_and_routes() -> None:
     assert txs["transaction_id"].tolist() == ["x1", "x3"]
     feats = unpack_features(txs["tfeat"])
     assert feats.shape[0] == 2 and not np.array_equal(feats[0], feats[1])  # x3 sees x1 at its terminal
-    state = out[out["kind"] == TERMINAL_STATE]
-    assert len(state) == 1 and int(state["entities"].iloc[0]) == 1
-    assert states_from_bytes([unpack_states(state["state"].iloc[0])[home]], TERMINAL_DTYPE)[0]["n_life"] == 2
+    # one report row (bucket size, states written); the state itself went to the online store, not downstream
+    report = out[out["kind"] == TERMINAL_STATE]
+    assert (
+        len(report) == 1 and int(report["entities"].iloc[0]) == 1 and int(report["src_offset"].iloc[0]) == 1
+    )
+    assert report["state"].isna().all()
+    stored = SQLiteStore(Settings(local_dir=tmp_path).resolved_sqlite_path).get("card-1", home).terminal
+    assert stored is not None and states_from_bytes([stored], TERMINAL_DTYPE)[0]["n_life"] == 2

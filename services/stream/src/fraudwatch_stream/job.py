@@ -1,9 +1,10 @@
 """The streaming scorer: Kafka -> validate -> terminal state -> card state -> score -> sinks.
 
-One query, one checkpoint. ``foreachBatch`` writes, in this order: the online store (latest state bytes of
-every entity the batch touched), the authoritative table (upsert by transaction_id, :mod:`.sinks`), then
-``transactions.scored``, ``fraud.alerts`` and ``transactions.dlq`` in one Kafka write. Store first: once a
-transaction is visible in the table, the state that includes it is already in the store.
+One query, one checkpoint. The two stateful stages write the states they changed to the online store
+themselves (:class:`.stateful.StoreWriter`), while the batch is computed; then ``foreachBatch`` writes the
+authoritative table (upsert by transaction_id, :mod:`.sinks`) and ``transactions.scored``, ``fraud.alerts``
+and ``transactions.dlq`` in one Kafka write. Store first: once a transaction is visible in the table, the
+state that includes it is already in the store.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from fraudwatch.config import Settings
 from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.events import EARLIEST, EventBounds, dead_letter_for
 from fraudwatch.model import CHALLENGER, Reference, registered_reference
-from fraudwatch.store import OnlineStore, open_store
 from fraudwatch_stream.metrics import LagPoller, StreamMetrics, checkpoint_offsets
 from fraudwatch_stream.records import (
     CARD_STATE,
@@ -34,11 +34,10 @@ from fraudwatch_stream.records import (
     TERMINAL_STATE,
     TRANSACTION,
     unpack_features,
-    unpack_states,
 )
 from fraudwatch_stream.scoring import ALERT_DECISIONS, CHALLENGER_COLUMNS, ModelConfig, score_batches
 from fraudwatch_stream.sinks import KafkaOutput, ScoredTable, scored_table_path
-from fraudwatch_stream.stateful import CardProcessor, TerminalProcessor
+from fraudwatch_stream.stateful import CardProcessor, StoreWriter, TerminalProcessor
 from fraudwatch_stream.warmstart import initial_states
 
 __all__ = ["JobOptions", "StreamJob", "build_query_frame", "model_config"]
@@ -114,6 +113,7 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
             settings.max_record_bytes,
             # each record is judged at its own Kafka timestamp (kafka_us); EARLIEST is a placeholder
             EventBounds.from_settings(settings, EARLIEST),
+            StoreWriter(settings),
         ),
         ROW_SCHEMA_DDL,
         "Append",
@@ -121,7 +121,7 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
         initialState=warm_terminals,
     )
     with_card = with_terminal.groupBy("cb").transformWithStateInPandas(
-        CardProcessor(buckets, settings.topic_transactions),
+        CardProcessor(buckets, settings.topic_transactions, StoreWriter(settings)),
         ROW_SCHEMA_DDL,
         "Append",
         "None",
@@ -147,7 +147,6 @@ class StreamJob:
         self.metrics = StreamMetrics()
         self.table = ScoredTable(scored_table_path(settings))
         self.output = KafkaOutput(settings)
-        self.store: OnlineStore = open_store(settings, observer=self.metrics.observe_store)
         self.query: Any = None
         self.lag_poller: LagPoller | None = None
         self._alias = model_config(settings).alias or ""
@@ -164,6 +163,7 @@ class StreamJob:
             "card_id",
             "terminal_id",
             "t_us",
+            "amount",
             "kafka_us",
             "score",
             "decision",
@@ -172,7 +172,6 @@ class StreamJob:
             "value",
             "cfeat",
             "tfeat",
-            "state",
             "cb",
             "entities",
             "reason",
@@ -184,24 +183,25 @@ class StreamJob:
         ).toPandas()
         timings = {"compute_and_collect": time.monotonic() - started}
         self._dead_letter_unscored(pdf)
-        cards: dict[str, bytes] = {}
-        terminals: dict[str, bytes] = {}
         kinds = pdf["kind"].to_numpy()
-        for kind, packed, bucket, entities in zip(
-            kinds.tolist(), pdf["state"].tolist(), pdf["cb"].tolist(), pdf["entities"].tolist(), strict=True
+        # the stages wrote the states they changed to the online store themselves (stateful.StoreWriter);
+        # their report rows carry the bucket sizes, how many states they wrote and how long that took
+        reports = pdf[(kinds == CARD_STATE) | (kinds == TERMINAL_STATE)]
+        n_states = 0
+        for kind, bucket, entities, written, seconds in zip(
+            reports["kind"].tolist(),
+            reports["cb"].tolist(),
+            reports["entities"].tolist(),
+            reports["src_offset"].tolist(),
+            reports["amount"].tolist(),
+            strict=True,
         ):
-            if kind == CARD_STATE:
-                cards.update(unpack_states(bytes(packed)))
-            elif kind == TERMINAL_STATE:
-                terminals.update(unpack_states(bytes(packed)))
-            else:
-                continue
             self.metrics.set_entities(
                 "card" if kind == CARD_STATE else "terminal", int(bucket), int(entities)
             )
-        if cards or terminals:
-            self.store.put(cards, terminals)
-        timings["store"] = time.monotonic() - started - sum(timings.values())
+            if written:
+                n_states += int(written)
+                self.metrics.observe_store(self.settings.store_backend, "put", float(seconds), False)
         scored = pdf[kinds == TRANSACTION]
         now = time.time()
         matrix = np.hstack((unpack_features(scored["cfeat"]), unpack_features(scored["tfeat"])))
@@ -241,7 +241,7 @@ class StreamJob:
             scored,
             matrix,
             n_dlq,
-            len(cards) + len(terminals),
+            n_states,
             batch_id,
             time.monotonic() - started,
             timings,
@@ -313,7 +313,7 @@ class StreamJob:
                     "scored": len(scored),
                     "alerts": alerts,
                     "dead_letters": n_dlq,
-                    "states_pushed": n_states,
+                    "states_written": n_states,
                     "batch_seconds": round(seconds, 3),
                     "seconds": {k: round(v, 3) for k, v in timings.items()},
                     "decisions": {str(k): int(v) for k, v in decisions.items()},
@@ -407,6 +407,5 @@ class StreamJob:
             self.query.stop()
         if self.lag_poller is not None:
             self.lag_poller.stop()
-        self.store.close()
         self.table.close()
         self.output.close()

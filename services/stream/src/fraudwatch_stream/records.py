@@ -16,7 +16,6 @@ entity-state rows can flow through the two stateful operators together (see :mod
 
 from __future__ import annotations
 
-import pickle
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -51,11 +50,9 @@ __all__ = [
     "describe_failure",
     "empty_rows",
     "pack_features",
-    "pack_states",
     "parse_frame",
     "parse_records",
     "unpack_features",
-    "unpack_states",
 ]
 
 TRANSACTION = 0
@@ -66,8 +63,10 @@ CARD_STATE = 4
 
 #: the one row schema between the stages (Spark DDL); order = ROW_COLUMNS. Feature blocks travel as
 #: packed float64 bytes (:func:`pack_features`: exact, and far cheaper through Arrow than arrays); a state
-#: row carries the pickled ``{entity_id: state bytes}`` of every entity one group changed (:func:`pack_states`)
-#: and, in ``entities``, how many entities its bucket holds. ``kafka_us`` is the input record's Kafka
+#: report row (TERMINAL_STATE / CARD_STATE, one per group) carries, in ``entities``, how many entities its
+#: bucket holds, in ``src_offset`` how many states the group wrote to the online store and in ``amount`` the
+#: seconds that took (the states themselves never travel: the stages write the store, stateful.StoreWriter);
+#: ``state`` stays null. ``kafka_us`` is the input record's Kafka
 #: timestamp (produce time): stream latency is measured from it on the real clock, never from event_time
 ROW_SCHEMA_DDL = (
     "kind INT, t_us BIGINT, transaction_id STRING, card_id STRING, terminal_id STRING, amount DOUBLE, "
@@ -138,16 +137,6 @@ def unpack_features(values: Any, width: int | None = None) -> np.ndarray:
     if width is None:
         width = len(items[0]) // 8 if items else 0
     return flat.reshape(len(items), width) if items else np.empty((0, width or 0))
-
-
-def pack_states(encoded: dict[str, bytes]) -> bytes:
-    """The changed entity states of one group, as one value (written and read only by this job)."""
-    return pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def unpack_states(value: bytes) -> dict[str, bytes]:
-    loaded: dict[str, bytes] = pickle.loads(value)  # noqa: S301 - bytes this job's stages wrote
-    return loaded
 
 
 def _validate(
