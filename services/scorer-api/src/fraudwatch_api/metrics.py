@@ -58,6 +58,15 @@ class ApiMetrics:
             buckets=AGE_BUCKETS,
             registry=r,
         )
+        # as-of safety (fraudwatch_api.asof): scored against a state that already holds later events
+        self.state_newer = Counter(
+            "fraudwatch_api_state_newer_than_event",
+            "Transactions scored against a card or terminal state newer than their event time.",
+            ["entity"],
+            registry=r,
+        )
+        self.newer_card = self.state_newer.labels(entity="card")
+        self.newer_terminal = self.state_newer.labels(entity="terminal")
         # store, model and drift families: shared with the stream job (fraudwatch.metrics)
         self.shared = SharedMetrics(r, COMPONENT, store_ops=("get", "get_many"))
         self.observe_store = self.shared.observe_store

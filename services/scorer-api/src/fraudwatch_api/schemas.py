@@ -6,11 +6,13 @@ serialises them with orjson instead of validating its own output.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AsOf",
     "BatchScoreResponse",
     "ErrorResponse",
     "FieldError",
@@ -39,6 +41,26 @@ class StateAge(BaseModel):
     card: float | None = Field(description="Seconds since the card's state was written; null on cold start.")
     terminal: float | None = Field(
         description="Seconds since the terminal's state was written; null on cold start."
+    )
+
+
+class AsOf(BaseModel):
+    """Whether the stored state already held events later than this transaction (docs/api.md, As-of safety)."""
+
+    state_newer_than_event: bool = Field(
+        description="True when the card's or the terminal's state holds events later than event_time (a "
+        "back-dated request or a re-score): the features then include those later events."
+    )
+    card_newer: bool = Field(description="The card's latest transaction is at or after event_time.")
+    terminal_newer: bool = Field(
+        description="The terminal's state holds a later day, or a fraud that happened after event_time."
+    )
+    card_state_time: datetime | None = Field(
+        description="Event time of the card's latest transaction in its state; null when never seen."
+    )
+    terminal_state_time: datetime | None = Field(
+        description="Lower bound of the terminal state's latest event (start of its newest day, or its latest "
+        "reported fraud's time if later); null when never seen."
     )
 
 
@@ -72,6 +94,9 @@ class ScoreResponse(BaseModel):
     state_age_seconds: StateAge
     features: dict[str, float] | None = Field(
         default=None, description="The feature vector (only with ?explain=true)."
+    )
+    as_of: AsOf | None = Field(
+        default=None, description="Whether the state was newer than the transaction (as-of safety)."
     )
 
 

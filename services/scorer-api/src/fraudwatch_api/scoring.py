@@ -19,6 +19,7 @@ from fraudwatch.drift import LiveWindow
 from fraudwatch.events import Transaction
 from fraudwatch.features import FEATURE_NAMES, datetime_seconds, online_features
 from fraudwatch.store import EntityStates, OnlineStore
+from fraudwatch_api.asof import as_of
 from fraudwatch_api.metrics import ApiMetrics
 from fraudwatch_api.serving import ServingModel
 
@@ -94,6 +95,12 @@ class Scorer:
                 "model": info,
                 "state_age_seconds": {"card": card_age, "terminal": term_age},
             }
+            # as-of safety: say so (and count it) when the state already holds later events
+            stamp = item["as_of"] = as_of(datetime_seconds(tx.event_time), st)
+            if stamp["card_newer"]:
+                m.newer_card.inc()
+            if stamp["terminal_newer"]:
+                m.newer_terminal.inc()
             if explain:
                 item["features"] = dict(zip(FEATURE_NAMES, matrix[i].tolist(), strict=True))
             out.append(item)
