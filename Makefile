@@ -86,6 +86,11 @@ data: ## write simulated history (DAYS=) with labels to .local/data
 train: ## build training data, train, evaluate, log, register, promote (DATA=path PRESET=handbook|MAPPING=file LABEL_DELAY= TRAIN_ARGS= optional)
 	$(PY) -m fraudwatch_training train $(if $(DATA),--data $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(MAPPING),--mapping $(MAPPING)) $(if $(LABEL_DELAY),--label-delay $(LABEL_DELAY)) $(TRAIN_ARGS)
 
+.PHONY: bootstrap
+bootstrap: ## warm start: the states the history (make data) ends with -> $(LOCAL)/bootstrap/states.parquet and the online store
+	$(PY) -m fraudwatch.bootstrap write --data $(if $(DATA),$(DATA),$(LOCAL)/data)
+	$(PY) -m fraudwatch.bootstrap load-store
+
 .PHONY: serve
 serve: ## run the scorer API on :8000
 	$(PY) -m fraudwatch_api
@@ -95,8 +100,8 @@ review: ## run the analyst review queue on :8010 (fraud.alerts in, labels out; d
 	$(PY) -m fraudwatch_review
 
 .PHONY: stream
-stream: ## run the Spark streaming scorer
-	$(PY) -m fraudwatch_stream
+stream: ## run the Spark streaming scorer (warm-started from `make bootstrap`'s snapshot on a fresh checkpoint)
+	$(if $(wildcard $(LOCAL)/bootstrap/states.parquet),FRAUDWATCH_STREAM_WARM_START=$(LOCAL)/bootstrap/states.parquet )$(PY) -m fraudwatch_stream
 
 .PHONY: produce
 produce: ## stream live simulated transactions continuing `make data` (RATE= events/s or SPEEDUP= simulated s per s, DURATION= s)

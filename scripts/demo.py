@@ -1,7 +1,9 @@
 """`make demo`: the whole pipeline on this machine, then a summary of this run's traffic.
 
 Services up (Kafka, MLflow, Redis and Prometheus where installed) -> simulated history (its own population
-under <local>/demo/data) -> train and promote -> scorer API and stream job started -> a few malformed records
+under <local>/demo/data) -> train and promote -> warm start: the states the history ends with
+(fraudwatch.bootstrap) into the online store and, through the stream's initial state, into a fresh checkpoint
+-> scorer API and stream job started -> a few malformed records
 -> the stream catches up with any backlog -> live traffic for --duration seconds: the history's cards on a
 simulated clock continuing from its end (--speedup) -> wait until the stream scored it all -> summary.
 
@@ -10,7 +12,9 @@ traffic is reported, not counted): events produced, scored and alerted, dead let
 recall at both thresholds against the simulator's ground truth (the labels topic) next to the same model's
 offline test figures, with the 95% Wilson interval of each live figure as the tolerance (README, "What the
 demo shows"); stream latency from Kafka timestamps (input record -> scored record, never event_time); API
-latency. The API and the stream keep running until `make down` (or stop at the end with --stop).
+latency; the share of live rows whose card (or card-terminal pair) is new, next to what a cold start would
+have given on the same rows. The API and the stream keep running until `make down` (or stop at the end with
+--stop).
 
 Every address comes from FRAUDWATCH_* settings, so the smoke test runs it on other ports in a temp dir.
 """
@@ -373,6 +377,39 @@ def offline_figures(tracking_uri: str, model_name: str, version: str) -> dict[st
     return {name: float(metrics[key]) for name, key in OFFLINE_METRICS.items() if key in metrics}
 
 
+#: live transaction fields the features read (a replay of the live rows needs them)
+LIVE_COLUMNS = ("transaction_id", "event_time", "card_id", "terminal_id", "amount", "channel", "country")
+
+
+def new_entity_shares(table: Path, scored: dict[str, dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """``card_is_new`` and ``card_terminal_is_new``: (share of this run's live rows as scored, share had the
+    stream started cold), the latter from an offline replay of the same live rows with no earlier state."""
+    import sqlite3
+
+    import pandas as pd
+
+    from fraudwatch.features import FEATURE_NAMES, replay
+
+    names = ("card_is_new", "card_terminal_is_new")
+    index = [FEATURE_NAMES.index(n) for n in names]
+    ids = list(scored)
+    rows: list[list[float]] = []
+    with contextlib.closing(sqlite3.connect(table, timeout=30)) as con:
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            marks = ",".join("?" * len(part))
+            query = f"SELECT features FROM scored WHERE transaction_id IN ({marks})"
+            rows += [json.loads(f) for (f,) in con.execute(query, part)]
+    live = pd.DataFrame([{c: r.get(c) for c in LIVE_COLUMNS} for r in scored.values()])
+    live["event_time"] = pd.to_datetime(live["event_time"], utc=True, format="ISO8601")
+    cold = replay(live).features
+    out = {}
+    for name, j in zip(names, index, strict=True):
+        warm = sum(r[j] for r in rows) / len(rows) if rows else float("nan")
+        out[name] = (warm, float(cold[name].mean()) if len(cold) else float("nan"))
+    return out
+
+
 def stream_lag(metrics_text: str) -> dict[str, float]:
     """fraudwatch_stream_kafka_lag per topic, from the stream's /metrics text."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -472,6 +509,25 @@ def main(argv: list[str] | None = None) -> int:
         check=True,
         env=env,
     )
+
+    # warm start: the states the history ends with, point-in-time at its end (fraudwatch.bootstrap). The
+    # store gets every entity it does not hold yet; the stream takes the snapshot as initial state, which Spark
+    # applies only in batch 0 of a fresh checkpoint (an existing checkpoint already holds later state)
+    snapshot = local / "bootstrap" / "states.parquet"
+    say(f"    warm start: snapshot of the states the history ends with -> {snapshot}")
+    for step in (
+        ["write", "--data", str(data), "--out", str(snapshot)],
+        ["load-store", "--snapshot", str(snapshot)],
+    ):
+        done = subprocess.run(
+            [py, "-m", "fraudwatch.bootstrap", *step], check=True, env=env, capture_output=True, text=True
+        )
+        print(f"    {done.stdout.strip()}", flush=True)
+    env["FRAUDWATCH_STREAM_WARM_START"] = str(snapshot)
+    if (settings.resolved_checkpoint_dir / "scorer" / "commits").is_dir():
+        say(
+            "    the stream resumes from its checkpoint: its state is already past the snapshot (not applied again)"
+        )
 
     say("4/7 scorer API and stream job")
     api = f"http://{settings.api_host}:{settings.api_port}"
@@ -580,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
         offline = {}
     quality = alert_quality(scored, labels, offline)
     latencies = [float(scored_ms[t] - produced_ms[t]) for t in scored_ms]
+    from fraudwatch_stream.sinks import scored_table_path
+
+    shares = new_entity_shares(scored_table_path(settings), scored)
 
     say("7/7 API latency: 500 sequential POST /score with live cards")
     import httpx
@@ -625,6 +684,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     rows += [f.row() for f in quality.figures]
+    rows += [
+        (f"live rows with {name}", f"{warm:.1%} (a cold start: {cold:.1%} of the same rows)")
+        for name, (warm, cold) in shares.items()
+    ]
     rows += [
         (
             "stream latency Kafka->scored p50 / p99",

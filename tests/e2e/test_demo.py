@@ -181,6 +181,14 @@ def test_demo_runs_end_to_end_and_prints_the_summary(
         r"[\d,]+ ms / [\d,]+ ms", _summary_value(out, "stream latency Kafka->scored p50 / p99")
     )
     assert "ms" in _summary_value(out, "API POST /score p50 / p99")
+    # warm start: the live cards are the history's, known from their first live transaction on
+    share = re.fullmatch(
+        r"([\d.]+)% \(a cold start: ([\d.]+)% of the same rows\)",
+        _summary_value(out, "live rows with card_is_new"),
+    )
+    assert share, _summary_value(out, "live rows with card_is_new")
+    warm, cold = (float(v) for v in share.groups())
+    assert warm < 1.0 < cold, (warm, cold)
     print(out[out.index("fraudwatch demo summary") :])  # the summary in the test report (-rA)
 
 
