@@ -170,8 +170,9 @@ def _write_doc(runs: list[dict]) -> None:
         "The broker and the load generator run on the same machine. Every run is kept in "
         "bench/results/stream.json; the newest runs:",
         "",
-        "| run (UTC) | code | sustained events/s | highest step: input -> processed eps, p99 |",
-        "|---|---|---|---|",
+        "| run (UTC) | code | load avg (1 min, start/end) | sustained events/s | highest step: input -> processed "
+        "eps, p99 |",
+        "|---|---|---|---|---|",
     ]
     for run in runs[-6:]:
         top = run["steps"][-1] if run["steps"] else None
@@ -182,7 +183,8 @@ def _write_doc(runs: list[dict]) -> None:
             else "-"
         )
         code = run.get("commit") or "before 2026-12-02 (per-record Python features)"
-        lines.append(f"| {run['when']} | {code} | **{run['sustained_eps']:,.0f}** | {detail} |")
+        load = "/".join(f"{x:.1f}" for x in run.get("load_avg_1m", [])) or "not recorded"
+        lines.append(f"| {run['when']} | {code} | {load} | **{run['sustained_eps']:,.0f}** | {detail} |")
     lines += [
         "",
         f"Newest run in detail ({result['when']}, {result['cpus']} CPUs, local[2], trigger "
@@ -226,6 +228,7 @@ def main() -> int:
     if args.state_buckets is None:
         args.state_buckets = base.stream_state_buckets
     run = uuid.uuid4().hex[:8]
+    load_start = os.getloadavg()[0]
     topics = {
         "topic_transactions": f"bench-{run}.transactions",
         "topic_labels": f"bench-{run}.labels",
@@ -333,6 +336,8 @@ def main() -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit or None,
         "cpus": os.cpu_count(),
+        # the machine is shared: the 1-minute load average at the start and at the end of the run
+        "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "machine": platform.machine(),
         "trigger_seconds": settings.stream_trigger_seconds,
         "max_offsets_per_trigger": settings.stream_max_offsets_per_trigger,
