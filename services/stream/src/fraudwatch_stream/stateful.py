@@ -290,7 +290,8 @@ class StoreWriter:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        # resolved on the driver: a relative local_dir must not depend on a worker's working directory
+        self.settings = settings.model_copy(update={"sqlite_path": settings.resolved_sqlite_path.resolve()})
 
     def _key(self) -> tuple[str, str]:
         s = self.settings
