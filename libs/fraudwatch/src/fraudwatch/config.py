@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     model_name: str = Field(default="fraud-detector", description="Registered model name.")
     model_alias: str = Field(default="production", description="Alias the API and stream serve.")
     model_uri: str | None = Field(default=None, description="Overrides models:/<model_name>@<model_alias>.")
+    shadow_alias: str = Field(
+        default="challenger",
+        description="Alias also scored in shadow when it exists (the production decision is the one acted on); "
+        "empty: no shadow scoring.",
+    )
 
     # Online store
     store_backend: Literal["sqlite", "redis"] = Field(default="sqlite", description="Online store backend.")

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fraudwatch.features import FEATURE_NAMES
-from fraudwatch.model import Reference, population_stability_index
+from fraudwatch.serving_model import Reference, population_stability_index
 
 __all__ = ["LiveWindow", "reference_psi"]
 

@@ -5,11 +5,14 @@ feature list (always :data:`fraudwatch.features.FEATURE_NAMES`), the two decisio
 reference (quantiles, means, importances and histograms, for reasons and drift) and provenance metadata.
 
 * ``predict(context, frame)`` is the pyfunc entry point (stream UDF, ``mlflow models serve``).
-* ``score_matrix(X)``, ``decide(scores)`` and ``explain(row)`` are the API's fast path: the estimator is
-  compiled to numpy (the logistic regression to a dot product, gradient-boosted trees to flat node arrays
-  walked for all trees at once), because scikit-learn's own ``predict_proba`` costs milliseconds per call.
+* ``score_matrix(X)``, ``decide(scores)`` and ``explain(row)`` are the fast path: the estimator is
+  compiled (:func:`compile_estimator`: the logistic regression to a dot product, gradient-boosted trees to
+  flat node arrays walked by a numba kernel), because scikit-learn's own ``predict_proba`` costs
+  milliseconds per call.
 
-The estimator is stored with skops (no pickle); the metadata as JSON. Registry helpers (:func:`log_model`,
+The estimator is stored with skops (no pickle); the metadata as JSON; and, next to them, the compiled form
+as the serving artifact (numpy arrays + JSON, :mod:`fraudwatch.serving_model`), which the API loads without
+sklearn, scipy or skops. Registry helpers (:func:`log_model`,
 :func:`promote_if_better`, :func:`load_model`, :func:`resolve_alias`) implement the gated promotion through
 the ``challenger`` and ``production`` aliases.
 """
@@ -17,10 +20,9 @@ the ``challenger`` and ``production`` aliases.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +37,21 @@ from mlflow.types.schema import Array
 
 from fraudwatch.errors import ModelError
 from fraudwatch.features import FEATURE_NAMES
-from fraudwatch.reasons import REASON_RULES, explain_row
+from fraudwatch.reasons import explain_row
+from fraudwatch.serving_model import (
+    DECISIONS,
+    METADATA_FILE,
+    CompiledModel,
+    Histogram,
+    Linear,
+    Reference,
+    Thresholds,
+    TreeEnsemble,
+    decide,
+    population_stability_index,
+    reason_weights,
+    resolve_alias,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,6 +68,7 @@ __all__ = [
     "PromotionResult",
     "Reference",
     "Thresholds",
+    "compile_estimator",
     "compute_reference",
     "load_model",
     "log_model",
@@ -64,7 +81,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-DECISIONS: tuple[str, str, str] = ("approve", "review", "decline")
 CHALLENGER = "challenger"
 PRODUCTION = "production"
 # skops refuses to load any type not known to be safe; these are the only extra ones our estimators need.
@@ -73,7 +89,6 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "fraudwatch.model.ProbabilityBlend",
 )
 QUANTILE_LEVELS = 101  # 0 %, 1 %, ..., 100 %
-HISTOGRAM_BINS = 10
 # Features whose distribution drift is worth watching (PSI), besides the score.
 DRIFT_FEATURES: tuple[str, ...] = (
     "amount",
@@ -85,72 +100,7 @@ DRIFT_FEATURES: tuple[str, ...] = (
 )
 _ESTIMATOR_ARTIFACT = "estimator"
 _METADATA_ARTIFACT = "metadata"
-_METADATA_FILE = "fraud_model.json"
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Decision thresholds on the score: ``review <= score < decline`` is review, above is decline."""
-
-    review: float
-    decline: float
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.review < self.decline <= 1.0):
-            raise ModelError(f"thresholds need 0 <= review < decline <= 1, got {self.review}, {self.decline}")
-
-
-@dataclass(slots=True)
-class Histogram:
-    """A reference distribution: bin edges (``len(shares) + 1``; outer edges are -inf / +inf) and shares."""
-
-    edges: list[float]
-    shares: list[float]
-
-    @classmethod
-    def of(cls, values: npt.ArrayLike, bins: int = HISTOGRAM_BINS) -> Histogram:
-        v = np.asarray(values, dtype=np.float64)
-        inner = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])) if v.size else np.empty(0)
-        edges = [-math.inf, *inner.tolist(), math.inf]
-        return cls(edges=edges, shares=_shares(v, edges))
-
-
-def _shares(values: FloatArray, edges: Sequence[float]) -> list[float]:
-    counts, _ = np.histogram(values, bins=np.asarray(edges))
-    total = counts.sum()
-    return (counts / total).tolist() if total else [0.0] * (len(edges) - 1)
-
-
-def population_stability_index(reference: Histogram, values: npt.ArrayLike, floor: float = 1e-4) -> float:
-    """PSI of ``values`` against the reference histogram (0.1: watch, 0.25: drifted)."""
-    actual = np.maximum(np.asarray(_shares(np.asarray(values, dtype=np.float64), reference.edges)), floor)
-    expected = np.maximum(np.asarray(reference.shares), floor)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
-
-
-@dataclass(slots=True)
-class Reference:
-    """What the training data looked like: per-feature quantiles and means, importances, histograms."""
-
-    quantiles: dict[str, list[float]] = field(default_factory=dict)
-    means: dict[str, float] = field(default_factory=dict)
-    importances: dict[str, float] = field(default_factory=dict)
-    score_histogram: Histogram | None = None
-    feature_histograms: dict[str, Histogram] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Reference:
-        score = data.get("score_histogram")
-        return cls(
-            quantiles={k: [float(x) for x in v] for k, v in data.get("quantiles", {}).items()},
-            means={k: float(v) for k, v in data.get("means", {}).items()},
-            importances={k: float(v) for k, v in data.get("importances", {}).items()},
-            score_histogram=Histogram(**score) if score else None,
-            feature_histograms={k: Histogram(**v) for k, v in data.get("feature_histograms", {}).items()},
-        )
+_METADATA_FILE = METADATA_FILE
 
 
 def compute_reference(
@@ -172,65 +122,6 @@ def compute_reference(
         score_histogram=Histogram.of(scores) if scores is not None else None,
         feature_histograms={f: Histogram.of(m[:, names.index(f)]) for f in DRIFT_FEATURES if f in names},
     )
-
-
-class _CompiledTrees:
-    """Gradient-boosted binary trees as flat arrays, walked for all trees (and a block of rows) at once."""
-
-    def __init__(self, predictors: Sequence[Sequence[Any]], baseline: float) -> None:
-        nodes = [p[0].nodes for p in predictors]
-        sizes = np.array([len(n) for n in nodes], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        allnodes = np.concatenate(nodes)
-        tree_of = np.repeat(offsets, sizes)
-        if np.any(allnodes["is_categorical"]):
-            raise ModelError("categorical splits are not supported by the compiled scorer")
-        self.roots = offsets
-        self.feature = allnodes["feature_idx"].astype(np.int64)
-        self.threshold = allnodes["num_threshold"].astype(np.float64)
-        self.missing_left = allnodes["missing_go_to_left"].astype(bool)
-        self.is_leaf = allnodes["is_leaf"].astype(bool)
-        self.left = np.where(
-            self.is_leaf, np.arange(len(allnodes)), allnodes["left"].astype(np.int64) + tree_of
-        )
-        self.right = np.where(
-            self.is_leaf, np.arange(len(allnodes)), allnodes["right"].astype(np.int64) + tree_of
-        )
-        self.value = allnodes["value"].astype(np.float64)
-        self.depth = int(allnodes["depth"].max()) if len(allnodes) else 0
-        self.baseline = baseline
-
-    def raw(self, X: FloatArray, block: int = 2048) -> FloatArray:
-        out = np.empty(len(X), dtype=np.float64)
-        for start in range(0, len(X), block):
-            xb = X[start : start + block]
-            rows = np.arange(len(xb))[:, None]
-            node = np.broadcast_to(self.roots, (len(xb), len(self.roots))).copy()
-            for _ in range(self.depth):
-                xv = xb[rows, self.feature[node]]
-                go_left = np.where(np.isnan(xv), self.missing_left[node], xv <= self.threshold[node])
-                node = np.where(go_left, self.left[node], self.right[node])
-            out[start : start + block] = self.baseline + self.value[node].sum(axis=1)
-        return out
-
-
-class _Linear:
-    """A StandardScaler + LogisticRegression pipeline as numpy: the same arithmetic, no sklearn overhead."""
-
-    def __init__(self, mean: FloatArray | None, scale: FloatArray | None, coef: FloatArray, intercept: float):
-        self.mean = mean
-        self.scale = scale
-        self.coef = coef
-        self.intercept = intercept
-
-    def raw(self, X: FloatArray) -> FloatArray:
-        z = X
-        if self.mean is not None:
-            z = z - self.mean
-        if self.scale is not None:
-            z = z / self.scale
-        out: FloatArray = z @ self.coef + self.intercept
-        return out
 
 
 class ProbabilityBlend:
@@ -257,45 +148,46 @@ class ProbabilityBlend:
         return out
 
 
-def _compile(estimator: Any) -> Callable[[FloatArray], FloatArray] | None:
-    """A numpy scorer for the estimators we train, or None (then sklearn's predict_proba is used)."""
-    if isinstance(estimator, ProbabilityBlend):
-        parts = [_compile(m) for m in estimator.members]
-        if any(p is None for p in parts):
+def compile_estimator(estimator: Any) -> CompiledModel | None:
+    """The numpy/numba scorer of the estimators we train, or None (then sklearn's predict_proba is used).
+
+    This is also what the serving artifact stores (:meth:`CompiledModel.save`), so every consumer scores
+    with the same code whether it loaded the skops estimator or the artifact.
+    """
+    blend = isinstance(estimator, ProbabilityBlend)
+    parts = estimator.members if blend else [estimator]
+    weights = tuple(estimator.weights) if blend else (1.0,)
+    members: list[tuple[str, int]] = []
+    linears: list[Linear] = []
+    trees: list[list[Any]] = []
+    baselines: list[float] = []
+    for part in parts:
+        steps = list(part.steps) if hasattr(part, "steps") else [("model", part)]
+        final = steps[-1][1]
+        pre = [s for _, s in steps[:-1] if s is not None and s != "passthrough"]
+        kind = type(final).__name__
+        if kind == "HistGradientBoostingClassifier" and not pre and final.n_trees_per_iteration_ == 1:
+            members.append(("trees", len(baselines)))
+            trees.append([p[0].nodes for p in final._predictors])
+            baselines.append(float(np.ravel(final._baseline_prediction)[0]))
+        elif kind == "LogisticRegression" and len(pre) <= 1 and np.ravel(final.intercept_).size == 1:
+            mean = scale = None
+            if pre:
+                if type(pre[0]).__name__ != "StandardScaler":
+                    return None
+                mean = np.asarray(pre[0].mean_, dtype=np.float64) if pre[0].with_mean else None
+                scale = np.asarray(pre[0].scale_, dtype=np.float64) if pre[0].with_std else None
+            members.append(("linear", len(linears)))
+            coef = np.ravel(final.coef_).astype(np.float64)
+            linears.append(Linear(mean, scale, coef, float(np.ravel(final.intercept_)[0])))
+        else:
             return None
-        scorers = [p for p in parts if p is not None]
-        weights = np.asarray(estimator.weights, dtype=np.float64) / sum(estimator.weights)
-
-        def blend(X: FloatArray) -> FloatArray:
-            out: FloatArray = sum((w * f(X) for w, f in zip(weights, scorers, strict=True)), np.zeros(len(X)))
-            return out
-
-        return blend
-    steps = list(estimator.steps) if hasattr(estimator, "steps") else [("model", estimator)]
-    final = steps[-1][1]
-    pre = [s for _, s in steps[:-1] if s is not None and s != "passthrough"]
-    kind = type(final).__name__
-    if kind == "HistGradientBoostingClassifier" and not pre and final.n_trees_per_iteration_ == 1:
-        trees = _CompiledTrees(final._predictors, float(np.ravel(final._baseline_prediction)[0]))
-        return lambda X: _sigmoid(trees.raw(X))
-    if kind == "LogisticRegression" and len(pre) <= 1 and np.ravel(final.intercept_).size == 1:
-        mean = scale = None
-        if pre:
-            if type(pre[0]).__name__ != "StandardScaler":
-                return None
-            mean = pre[0].mean_ if pre[0].with_mean else None
-            scale = pre[0].scale_ if pre[0].with_std else None
-        lin = _Linear(
-            mean, scale, np.ravel(final.coef_).astype(np.float64), float(np.ravel(final.intercept_)[0])
-        )
-        return lambda X: _sigmoid(lin.raw(X))
-    return None
-
-
-def _sigmoid(raw: FloatArray) -> FloatArray:
-    # scipy's expit semantics without the import: stable for large |raw|
-    out: FloatArray = np.exp(-np.logaddexp(0.0, -raw))
-    return out
+    try:
+        ensemble = TreeEnsemble.from_nodes(trees, baselines) if trees else None
+    except ModelError:  # categorical splits: sklearn's own predict_proba handles them
+        return None
+    n_features = int(getattr(parts[0], "n_features_in_", len(FEATURE_NAMES)))
+    return CompiledModel(tuple(members), weights, tuple(linears), ensemble, n_features)
 
 
 def model_kind(estimator: Any) -> str:
@@ -324,7 +216,7 @@ class FraudModel(PythonModel):  # type: ignore[misc]
         self.reference = reference or Reference()
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.estimator: Any = None
-        self._scorer: Callable[[FloatArray], FloatArray] | None = None
+        self.compiled: CompiledModel | None = None
         self._weights: dict[str, float] = {}
         self._check_features()
         if estimator is not None:
@@ -335,7 +227,7 @@ class FraudModel(PythonModel):  # type: ignore[misc]
 
     def set_estimator(self, estimator: Any) -> None:
         self.estimator = estimator
-        self._scorer = _compile(estimator)
+        self.compiled = compile_estimator(estimator)
         self.metadata.setdefault("model_kind", model_kind(estimator))
 
     def _check_features(self) -> None:
@@ -348,12 +240,7 @@ class FraudModel(PythonModel):  # type: ignore[misc]
             )
 
     def _refresh_weights(self) -> None:
-        imp = {k: max(v, 0.0) for k, v in self.reference.importances.items()}
-        top = max(imp.values(), default=0.0)
-        # Importance decides the order between reasons; a small floor keeps rare-but-unimportant ones rankable.
-        self._weights = {
-            r.feature: 0.1 + (imp.get(r.feature, 0.0) / top if top > 0 else 1.0) for r in REASON_RULES
-        }
+        self._weights = reason_weights(self.reference)
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -373,7 +260,9 @@ class FraudModel(PythonModel):  # type: ignore[misc]
         self._refresh_weights()
 
     def save_artifacts(self, directory: Path) -> dict[str, str]:
-        """Write the estimator (skops) and the metadata (JSON) for ``mlflow.pyfunc.log_model(artifacts=)``."""
+        """Write the estimator (skops), the metadata (JSON) and, when the estimator compiles, the serving
+        artifact (numpy arrays + JSON, read by :class:`fraudwatch.serving_model.CompiledFraudModel`), for
+        ``mlflow.pyfunc.log_model(artifacts=)``."""
         import skops.io as sio
 
         if self.estimator is None:
@@ -382,13 +271,16 @@ class FraudModel(PythonModel):  # type: ignore[misc]
         meta_path = directory / _METADATA_FILE
         sio.dump(self.estimator, est_path)
         meta_path.write_text(json.dumps(self.to_metadata(), indent=1, default=str), encoding="utf-8")
-        return {_ESTIMATOR_ARTIFACT: str(est_path), _METADATA_ARTIFACT: str(meta_path)}
+        out = {_ESTIMATOR_ARTIFACT: str(est_path), _METADATA_ARTIFACT: str(meta_path)}
+        if self.compiled is not None:
+            out.update({name: str(path) for name, path in self.compiled.save(directory).items()})
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         # The pickled python_model carries no estimator: that lives in the skops artifact (load_context).
         state = dict(self.__dict__)
         state["estimator"] = None
-        state["_scorer"] = None
+        state["compiled"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -430,16 +322,14 @@ class FraudModel(PythonModel):  # type: ignore[misc]
             raise ModelError(f"expected {len(self.feature_names)} feature columns, got {m.shape[1]}")
         if self.estimator is None:
             raise ModelError("the model has no estimator (was load_context called?)")
-        if self._scorer is not None:
-            return self._scorer(m)
+        if self.compiled is not None:
+            return self.compiled.predict(m)
         proba: FloatArray = np.asarray(self.estimator.predict_proba(m)[:, 1], dtype=np.float64)
         return proba
 
     def decide(self, scores: npt.ArrayLike) -> list[str]:
         """approve / review / decline of each score."""
-        s = np.asarray(scores, dtype=np.float64).ravel()
-        idx = (s >= self.thresholds.review).astype(np.int64) + (s >= self.thresholds.decline).astype(np.int64)
-        return [DECISIONS[i] for i in idx.tolist()]
+        return decide(self.thresholds, scores)
 
     def explain(self, x_row: Sequence[float], k: int = 3, country: str | None = None) -> list[str]:
         """The top-``k`` reasons for one feature vector, in an analyst's words, most telling first."""
@@ -530,16 +420,6 @@ def _is_scalar(value: Any) -> bool:
 
 def set_alias(client: MlflowClient, name: str, alias: str, version: str | int) -> None:
     client.set_registered_model_alias(name, alias, str(version))
-
-
-def resolve_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    """The version an alias points at, or None when the alias (or the model) does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.errors import FeatureStateError, StoreError, StoreUnavailable
 from fraudwatch.events import EARLIEST, EventBounds, Transaction, schema_errors
 from fraudwatch.features import warm_up
+from fraudwatch.serving_model import warm_up as warm_up_trees
 from fraudwatch.store import open_store
 from fraudwatch_api.deps import AppContext, Authorized, Context, CurrentModel, ModelNotReady
 from fraudwatch_api.metrics import ApiMetrics
@@ -152,8 +153,9 @@ def create_app(
         reloader = ModelReloader(settings, holder, metrics, loader=loader, on_swap=lambda _m: drift.clear())
         ctx = AppContext(settings, metrics, holder, reloader, store, Scorer(store, metrics, drift))
         app.state.ctx = ctx
-        # the feature kernels load from numba's on-disk cache here, not in the first request
+        # the feature kernels and the tree kernel load from numba's on-disk cache here, not in the first request
         await asyncio.to_thread(warm_up)
+        await asyncio.to_thread(warm_up_trees)
         await asyncio.to_thread(reloader.load_initial)
         # Everything loaded so far (libraries, the model) lives for the whole process: move it out of the
         # collector's generations so that full collections stay short (a pause lands in some request's latency).
@@ -237,7 +239,7 @@ def create_app(
         except ValidationError as exc:
             return _validation_error(schema_errors(exc))
         # Inline on the event loop: the work is < 1 ms of CPU and a hop to a thread costs more than it saves.
-        result = ctx.scorer.score(model, [tx], explain=explain)[0]
+        result = ctx.scorer.score(model, [tx], explain=explain, shadow=ctx.holder.shadow)[0]
         request.state.decision = result["decision"]
         return JSONBytes(result)
 
@@ -285,7 +287,7 @@ def create_app(
             return _validation_error(schema_errors(exc))
         if not transactions:
             return JSONBytes({"results": [], "model": model.info})
-        results = await asyncio.to_thread(ctx.scorer.score, model, transactions, explain)
+        results = await asyncio.to_thread(ctx.scorer.score, model, transactions, explain, ctx.holder.shadow)
         return JSONBytes({"results": results, "model": model.info})
 
     @app.get("/healthz", response_model=HealthResponse, summary="Liveness: the process answers")

@@ -58,6 +58,25 @@ class ApiMetrics:
             buckets=AGE_BUCKETS,
             registry=r,
         )
+        # Shadow scoring (the challenger alias): what it would have decided, and where it differs.
+        self.shadow_decisions = Counter(
+            "fraudwatch_api_shadow_decisions",
+            "Shadow (challenger) decisions by outcome; never acted on.",
+            ["decision"],
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "fraudwatch_api_shadow_disagreements",
+            "Requests where the shadow decision differs from production's, by both decisions.",
+            ["production", "shadow"],
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "fraudwatch_api_shadow_failures",
+            "Shadow model loads or scorings that failed (the request was answered by production).",
+            ["stage"],
+            registry=r,
+        )
         # as-of safety (fraudwatch_api.asof): scored against a state that already holds later events
         self.state_newer = Counter(
             "fraudwatch_api_state_newer_than_event",
@@ -76,6 +95,9 @@ class ApiMetrics:
         self._route_hist: dict[str, Histogram] = {}
         self.decision_counters = {
             d: self.decisions.labels(decision=d) for d in ("approve", "review", "decline")
+        }
+        self.shadow_decision_counters = {
+            d: self.shadow_decisions.labels(decision=d) for d in ("approve", "review", "decline")
         }
         self.age_card = self.state_age.labels(entity="card")
         self.age_terminal = self.state_age.labels(entity="terminal")

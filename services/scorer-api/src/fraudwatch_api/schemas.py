@@ -20,6 +20,7 @@ __all__ = [
     "ModelRef",
     "ReadyResponse",
     "ScoreResponse",
+    "ShadowScore",
     "StateAge",
     "Thresholds",
     "ValidationErrorResponse",
@@ -41,6 +42,14 @@ class StateAge(BaseModel):
     card: float | None = Field(description="Seconds since the card's state was written; null on cold start.")
     terminal: float | None = Field(
         description="Seconds since the terminal's state was written; null on cold start."
+    )
+
+
+class ShadowScore(BaseModel):
+    model_version: str = Field(description="Registry version behind the shadow alias (challenger).")
+    score: float = Field(ge=0, le=1, description="The shadow model's fraud probability score.")
+    decision: Literal["approve", "review", "decline"] = Field(
+        description="What the shadow model would decide at its own thresholds; never acted on."
     )
 
 
@@ -97,6 +106,11 @@ class ScoreResponse(BaseModel):
     )
     as_of: AsOf | None = Field(
         default=None, description="Whether the state was newer than the transaction (as-of safety)."
+    )
+    shadow: ShadowScore | None = Field(
+        default=None,
+        description="The challenger's score of the same features when a challenger alias exists, else null. "
+        "Only `decision` is acted on.",
     )
 
 

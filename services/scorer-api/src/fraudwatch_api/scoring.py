@@ -8,6 +8,7 @@ only reads state: it never writes it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from fraudwatch_api.metrics import ApiMetrics
 from fraudwatch_api.serving import ServingModel
 
 __all__ = ["Scorer", "feature_matrix"]
+
+log = logging.getLogger("fraudwatch_api.scoring")
 
 
 def feature_matrix(transactions: Sequence[Transaction], states: Sequence[EntityStates]) -> np.ndarray:
@@ -58,6 +61,7 @@ class Scorer:
         model: ServingModel,
         transactions: Sequence[Transaction],
         explain: bool = False,
+        shadow: ServingModel | None = None,
     ) -> list[dict[str, Any]]:
         n = len(transactions)
         if n == 1:
@@ -69,6 +73,7 @@ class Scorer:
         scores = model.score(matrix)
         decisions = model.decide(scores)
         self.drift.add(matrix, scores)
+        shadows = self._shadow(shadow, matrix, decisions) if shadow is not None else None
 
         m = self.metrics
         now = time.time()
@@ -101,7 +106,32 @@ class Scorer:
                 m.newer_card.inc()
             if stamp["terminal_newer"]:
                 m.newer_terminal.inc()
+            item["shadow"] = shadows[i] if shadows is not None else None
             if explain:
                 item["features"] = dict(zip(FEATURE_NAMES, matrix[i].tolist(), strict=True))
             out.append(item)
+        return out
+
+    def _shadow(
+        self, shadow: ServingModel, matrix: np.ndarray, decisions: Sequence[str]
+    ) -> list[dict[str, Any]] | None:
+        """The shadow model's score and decision of each row (same features, one more predict), counted.
+
+        Never acted on, and never fails the request: a failure is counted and logged, and the answer carries
+        ``shadow: null``.
+        """
+        try:
+            scores = shadow.score(matrix)
+            shadow_decisions = shadow.decide(scores)
+        except Exception:
+            self.metrics.shadow_failures.labels(stage="score").inc()
+            log.exception("shadow scoring failed", extra={"fields": shadow.info})
+            return None
+        m = self.metrics
+        out = []
+        for score, decision, production in zip(scores.tolist(), shadow_decisions, decisions, strict=True):
+            m.shadow_decision_counters[decision].inc()
+            if decision != production:
+                m.shadow_disagreements.labels(production=production, shadow=decision).inc()
+            out.append({"model_version": shadow.version, "score": score, "decision": decision})
         return out

@@ -1,9 +1,15 @@
-"""The model being served, and the reloader that follows the registry alias.
+"""The model being served, and the reloader that follows the registry aliases.
 
 A :class:`ServingModel` is an immutable bundle (model, version, thresholds, feature index, drift reference).
 The app holds exactly one reference to the current bundle in :class:`ModelHolder`; a reload builds a complete
 new bundle off the request path and swaps it in with a single assignment, so a request that already grabbed
-the old bundle finishes with it and no request ever sees a half-loaded model.
+the old bundle finishes with it and no request ever sees a half-loaded model. The shadow model (the
+``challenger`` alias, Settings.shadow_alias) is a second bundle held and swapped the same way.
+
+A registered version is loaded from its serving artifact (:func:`fraudwatch.serving_model.load_registered`:
+numpy arrays + JSON, downloaded through the tracking server) so that the worker never imports sklearn, scipy,
+skops or mlflow.pyfunc (docs/api-performance.md: that is what keeps a worker under its memory floor).
+Versions registered before the artifact existed load through mlflow.pyfunc, as before, and the log says so.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from fraudwatch.config import Settings
 from fraudwatch.errors import ModelError
 from fraudwatch.features import FEATURE_NAMES
-from fraudwatch.model import Reference
+from fraudwatch.serving_model import Reference, load_registered, resolve_alias
 from fraudwatch_api.metrics import ApiMetrics
 
 __all__ = ["ModelHolder", "ModelReloader", "ServingModel", "load_serving_model"]
@@ -36,7 +42,9 @@ class ServingModel:
     version: str
     alias: str | None
     uri: str
-    model: Any  # fraudwatch.model.FraudModel (score_matrix, decide, explain)
+    # fraudwatch.serving_model.CompiledFraudModel, or fraudwatch.model.FraudModel for versions registered
+    # without a serving artifact (both: score_matrix, decide, explain, feature_names, thresholds, reference)
+    model: Any
     feature_names: tuple[str, ...]
     review_threshold: float
     decline_threshold: float
@@ -113,8 +121,6 @@ def resolve_version(settings: Settings) -> str | None:
         return None
     ref = uri[len("models:/") :]
     if "@" in ref:
-        from fraudwatch.model import resolve_alias
-
         name, alias = ref.split("@", 1)
         found = resolve_alias(_registry_client(settings), name, alias)
         if found is None:
@@ -126,10 +132,6 @@ def resolve_version(settings: Settings) -> str | None:
 
 def load_serving_model(settings: Settings, version: str | None = None) -> ServingModel:
     """Load the model the settings name (pinned to ``version`` when the alias was just resolved)."""
-    import mlflow
-
-    from fraudwatch.model import load_model
-
     uri = settings.resolved_model_uri
     alias = settings.model_alias if "@" in uri else None
     name = settings.model_name
@@ -138,8 +140,33 @@ def load_serving_model(settings: Settings, version: str | None = None) -> Servin
     if uri.startswith("models:/") and version is not None:
         name = uri[len("models:/") :].split("@", 1)[0].split("/", 1)[0]
         load_uri = f"models:/{name}/{version}"
+        try:
+            compiled = load_registered(_registry_client(settings), name, version)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"cannot load model {load_uri}: {exc}") from exc
+        if compiled is not None:
+            log.info("model loaded from its serving artifact", extra={"fields": {"uri": load_uri}})
+            return build_serving_model(compiled, name, version, alias, load_uri)
+        log.warning(
+            "model has no serving artifact (registered before it existed): loading it through mlflow.pyfunc, "
+            "which imports sklearn, scipy and skops into this worker (retrain to get the artifact)",
+            extra={"fields": {"uri": load_uri}},
+        )
     else:
         load_uri = uri
+    return _load_pyfunc(settings, name, version, alias, load_uri)
+
+
+def _load_pyfunc(
+    settings: Settings, name: str, version: str | None, alias: str | None, load_uri: str
+) -> ServingModel:
+    """The old path: the whole pyfunc (skops estimator, hence sklearn and scipy) through mlflow.pyfunc."""
+    import mlflow
+
+    from fraudwatch.model import load_model
+
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     try:
@@ -173,14 +200,20 @@ class ModelHolder:
     def __init__(self) -> None:
         self.current: ServingModel | None = None
         self.last_error: str | None = None
+        # The shadow model (Settings.shadow_alias): scored next to production, never acted on; None when the
+        # alias does not exist.
+        self.shadow: ServingModel | None = None
+        self.shadow_error: str | None = None
 
 
 class ModelReloader:
-    """Polls the registry alias and swaps in a new version when it moves.
+    """Polls the registry aliases (production, and the shadow alias) and swaps in a version when one moves.
 
     ``check_once()`` is the whole logic (tests call it directly); ``run()`` calls it every
     Settings.model_poll_seconds. A failed load keeps the old model, counts a reload failure and logs it; the
     same broken version is retried on the next poll (it may have been a transient artifact-store error).
+    The shadow alias follows the same rules, except that when it cannot be resolved (removed, or the
+    registry unreachable) shadow scoring stops until it resolves again: the shadow never affects production.
     """
 
     def __init__(
@@ -218,10 +251,60 @@ class ModelReloader:
             )
             return False
         log.info("model loaded", extra={"fields": self.holder.current.info if self.holder.current else {}})
+        self.check_shadow()
         return True
 
     def check_sync(self) -> bool:
-        """One registry check (blocking); True when a new model was swapped in."""
+        """One registry check of both aliases (blocking); True when a new production model was swapped in."""
+        swapped = self._check_production()
+        self.check_shadow()
+        return swapped
+
+    def _shadow_settings(self) -> Settings | None:
+        """The settings that name the shadow alias, or None when there is no shadow to follow."""
+        alias = self.settings.shadow_alias
+        if not alias or self.settings.model_uri is not None or alias == self.settings.model_alias:
+            return None
+        return self.settings.model_copy(update={"model_alias": alias})
+
+    def check_shadow(self) -> bool:
+        """One registry check of the shadow alias (blocking); True when the shadow bundle changed."""
+        shadow_settings = self._shadow_settings()
+        if shadow_settings is None:
+            return False
+        current = self.holder.shadow
+        try:
+            version = resolve_version(shadow_settings)
+        except Exception as exc:
+            if current is None:
+                return False
+            self.holder.shadow = None
+            log.info(
+                "shadow scoring stopped: %s", exc, extra={"fields": {"alias": shadow_settings.model_alias}}
+            )
+            return True
+        if current is not None and version == current.version:
+            return False
+        try:
+            new = self.loader(shadow_settings, version)
+        except Exception as exc:
+            self.metrics.shadow_failures.labels(stage="load").inc()
+            self.holder.shadow_error = str(exc)
+            log.error(
+                "shadow model load failed, keeping the previous shadow: %s",
+                exc,
+                extra={"fields": {"version": version, "shadow": current.version if current else None}},
+            )
+            return False
+        self.holder.shadow = new  # one reference assignment, like the production swap
+        self.holder.shadow_error = None
+        log.info(
+            "shadow model swapped",
+            extra={"fields": {"from": current.version if current else None, "to": new.version, **new.info}},
+        )
+        return True
+
+    def _check_production(self) -> bool:
         current = self.holder.current
         try:
             version = resolve_version(self.settings)
