@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from fraudwatch.config import get_settings
-from fraudwatch_training.data import PRESETS, DataError, load_history, read_mapping
+from fraudwatch_training.data import (
+    PRESETS,
+    DataError,
+    add_analyst_labels,
+    load_history,
+    read_analyst_labels,
+    read_mapping,
+)
 from fraudwatch_training.models import ALL_KINDS, KINDS
 from fraudwatch_training.pipeline import train_and_register
 from fraudwatch_training.split import SplitConfig
@@ -68,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--review-recall", type=float, default=0.90)
     tr.add_argument("--max-review-rate", type=float, default=0.02)
     tr.add_argument("--no-promote", action="store_true")
+    tr.add_argument(
+        "--review-db",
+        type=Path,
+        help="the review queue's decisions, used as labels (default FRAUDWATCH_REVIEW_DB_PATH or "
+        "<local_dir>/review/review.sqlite; analyst decisions win over the history's labels)",
+    )
     args = parser.parse_args(argv)
 
     console = Console()
@@ -84,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
+    history = add_analyst_labels(
+        history, read_analyst_labels(args.review_db or settings.resolved_review_db_path)
+    )
+    console.print(
+        f"analyst labels: {history.source['analyst_labels']:,} on the history's transactions, "
+        f"{history.source['analyst_labels_unmatched']:,} on transactions it does not hold"
+    )
     tx, labels = history.transactions, history.labels
     if args.last_days:
         cut = history.end - pd.Timedelta(days=args.last_days)

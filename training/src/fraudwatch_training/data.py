@@ -28,9 +28,11 @@ __all__ = [
     "ColumnMapping",
     "DataError",
     "History",
+    "add_analyst_labels",
     "apply_mapping",
     "data_hash",
     "load_history",
+    "read_analyst_labels",
     "read_mapping",
     "read_table",
 ]
@@ -343,3 +345,72 @@ def data_hash(transactions: pd.DataFrame) -> str:
     cols = [c for c in ("transaction_id", "event_time", "card_id", "terminal_id", "amount", "is_fraud")]
     hashed = pd.util.hash_pandas_object(transactions[cols], index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+def read_analyst_labels(review_db: Path) -> pd.DataFrame:
+    """The review queue's decisions (services/review SQLite): transaction_id, is_fraud, reported_at, source.
+
+    These are the labels the queue also published on ``labels`` with the analyst as source; the queue's
+    table is read because it holds every decision in one place (a topic's retention may have dropped some).
+    An alert still open is no label. A missing file means no analyst has decided anything yet.
+    """
+    import sqlite3
+
+    columns = ["transaction_id", "is_fraud", "reported_at", "source"]
+    if not review_db.exists():
+        return pd.DataFrame(columns=columns)
+    with sqlite3.connect(f"file:{review_db}?mode=ro", uri=True) as con:
+        rows = pd.read_sql(
+            "SELECT transaction_id, status = 'fraud' AS is_fraud, decided_at, decided_by FROM alerts "
+            "WHERE status IN ('fraud', 'genuine') AND decided_at IS NOT NULL",
+            con,
+        )
+    return pd.DataFrame(
+        {
+            "transaction_id": rows["transaction_id"].astype(str),
+            "is_fraud": rows["is_fraud"].astype(bool),
+            # stored as float seconds: rounded to the microsecond the queue's clock had
+            "reported_at": pd.to_datetime(
+                np.round(rows["decided_at"].to_numpy(dtype=np.float64) * 1e6).astype(np.int64),
+                unit="us",
+                utc=True,
+            ),
+            "source": "analyst:" + rows["decided_by"].fillna("").astype(str),
+        },
+        columns=columns,
+    )
+
+
+def add_analyst_labels(history: History, analyst: pd.DataFrame) -> History:
+    """The history with the analysts' decisions as labels: one label per transaction_id, the analyst's wins.
+
+    Rule: an analyst who looked at the transaction overrides the label the history had (the simulator's,
+    a chargeback feed's), both ``is_fraud`` and ``reported_at`` (the decision time: when the platform
+    learnt it, which is what point-in-time terminal risk uses). Several decisions for one transaction (the
+    queue refuses them, but two queues could) keep the latest. Decisions about transactions the history
+    does not hold (live traffic after it) cannot be trained on: they are counted in ``source`` as
+    ``analyst_labels_unmatched``, not invented rows.
+    """
+    if analyst.empty:
+        return replace(history, source={**history.source, "analyst_labels": 0, "analyst_labels_unmatched": 0})
+    latest = analyst.sort_values("reported_at", kind="stable").drop_duplicates("transaction_id", keep="last")
+    latest = latest.set_index("transaction_id")
+    tx = history.transactions.copy()
+    matched = tx["transaction_id"].isin(latest.index)
+    ids = tx.loc[matched, "transaction_id"]
+    tx.loc[matched, "is_fraud"] = ids.map(latest["is_fraud"]).astype(bool).to_numpy()
+    tx.loc[matched, "reported_at"] = ids.map(latest["reported_at"]).astype(tx["reported_at"].dtype)
+    if "fraud_scenario" in tx.columns:
+        # a fraud an analyst cleared has no scenario any more; one they confirmed keeps its own (or 1)
+        scen = tx.loc[matched, "fraud_scenario"]
+        confirmed = tx.loc[matched, "is_fraud"].to_numpy(dtype=bool)
+        tx.loc[matched, "fraud_scenario"] = np.where(confirmed, np.maximum(scen.to_numpy(), 1), 0).astype(
+            scen.dtype
+        )
+    cols = ["transaction_id", "card_id", "terminal_id", "event_time", "is_fraud", "reported_at"]
+    from_analysts = tx.loc[matched, cols]
+    others = history.labels[~history.labels["transaction_id"].isin(from_analysts["transaction_id"])]
+    labels = pd.concat([others, from_analysts], ignore_index=True)
+    unmatched = int(len(latest) - matched.sum())
+    source = {**history.source, "analyst_labels": int(matched.sum()), "analyst_labels_unmatched": unmatched}
+    return History(tx, labels, source)
