@@ -86,6 +86,10 @@ data: ## write simulated history (DAYS=) with labels to .local/data
 train: ## build training data, train, evaluate, log, register, promote (DATA=path PRESET=handbook|MAPPING=file LABEL_DELAY= TRAIN_ARGS= optional)
 	$(PY) -m fraudwatch_training train $(if $(DATA),--data $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(MAPPING),--mapping $(MAPPING)) $(if $(LABEL_DELAY),--label-delay $(LABEL_DELAY)) $(TRAIN_ARGS)
 
+.PHONY: compare-models
+compare-models: ## production vs the challenger's shadow scores on the labelled live traffic (labels topic + review queue; JSON= to also write JSON)
+	$(PY) -m fraudwatch_training compare-models $(if $(JSON),--json $(JSON))
+
 .PHONY: bootstrap
 bootstrap: ## warm start: the states the history (make data) ends with -> $(LOCAL)/bootstrap/states.parquet and the online store
 	$(PY) -m fraudwatch.bootstrap write --data $(if $(DATA),$(DATA),$(LOCAL)/data)

@@ -81,7 +81,27 @@ def main(argv: list[str] | None = None) -> int:
         help="the review queue's decisions, used as labels (default FRAUDWATCH_REVIEW_DB_PATH or "
         "<local_dir>/review/review.sqlite; analyst decisions win over the history's labels)",
     )
+    cm = sub.add_parser(
+        "compare-models",
+        help="production vs the challenger (shadow scores in the stream's table) on the labelled live traffic",
+    )
+    cm.add_argument(
+        "--scored", type=Path, help="the stream's table (default <local_dir>/stream/scored.sqlite)"
+    )
+    cm.add_argument("--review-db", type=Path, help="the review queue's table (analyst labels)")
+    cm.add_argument("--no-topic", action="store_true", help="do not read the labels topic (review DB only)")
+    cm.add_argument("--json", type=Path, help="also write the comparison as JSON here")
     args = parser.parse_args(argv)
+    if args.command == "compare-models":
+        from fraudwatch_training.compare import run
+
+        console = Console()
+        try:
+            run(get_settings(), args.scored, args.review_db, not args.no_topic, args.json, console.print)
+        except FileNotFoundError as exc:
+            console.print(f"[red]{exc}[/red]")
+            return 2
+        return 0
 
     console = Console()
     settings = get_settings()
