@@ -728,3 +728,37 @@ def test_schema_fuzzing_finds_no_server_errors(settings_for: Callable[..., Setti
 
             fuzz()
         assert problems == []
+
+
+# ----------------------------------------------------------------------------- shadow scoring
+
+
+def test_no_challenger_means_shadow_null_and_a_failing_shadow_never_fails_the_request(
+    settings_for: Callable[..., Settings], world: World
+) -> None:
+    """A shadow whose predict raises (here: a model object that cannot score; a real registry version cannot
+    be made to fail on demand) leaves the production answer intact, answers ``shadow: null`` and is counted."""
+    import dataclasses
+
+    app = create_app(settings_for())
+    with TestClient(app) as c:
+        ctx = app.state.ctx
+        first = c.post("/score", json=known_tx(world))
+        assert first.status_code == 200, first.text
+        assert first.json()["shadow"] is None  # this registry has no challenger alias
+        assert ctx.holder.shadow is None
+
+        class CannotScore:
+            def score_matrix(self, X: Any) -> Any:
+                raise RuntimeError("shadow model broke")
+
+        assert ctx.holder.current is not None
+        ctx.holder.shadow = dataclasses.replace(ctx.holder.current, model=CannotScore(), alias="challenger")
+        second = c.post("/score", json=known_tx(world))
+        assert second.status_code == 200, second.text
+        body = second.json()
+        assert body["shadow"] is None
+        assert (body["score"], body["decision"]) == (first.json()["score"], first.json()["decision"])
+        text = c.get("/metrics").text
+        assert metric_value(text, "fraudwatch_api_shadow_failures_total", {"stage": "score"}) == 1
+        assert metric_value(text, "fraudwatch_api_shadow_decisions_total", {"decision": "approve"}) == 0

@@ -68,7 +68,7 @@ class ApiMetrics:
         self.shadow_disagreements = Counter(
             "fraudwatch_api_shadow_disagreements",
             "Requests where the shadow decision differs from production's, by both decisions.",
-            ["production", "shadow"],
+            ["production", "challenger"],
             registry=r,
         )
         self.shadow_failures = Counter(

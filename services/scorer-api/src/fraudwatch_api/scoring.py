@@ -132,6 +132,6 @@ class Scorer:
         for score, decision, production in zip(scores.tolist(), shadow_decisions, decisions, strict=True):
             m.shadow_decision_counters[decision].inc()
             if decision != production:
-                m.shadow_disagreements.labels(production=production, shadow=decision).inc()
+                m.shadow_disagreements.labels(production=production, challenger=decision).inc()
             out.append({"model_version": shadow.version, "score": score, "decision": decision})
         return out
