@@ -233,7 +233,7 @@ def test_shadow_scores_follow_the_challenger_and_never_change_production(
     assert counted == shadowed
     counted_disagreements = sum(
         metric_value(
-            metrics_text, "fraudwatch_api_shadow_disagreements_total", {"production": p, "shadow": s}
+            metrics_text, "fraudwatch_api_shadow_disagreements_total", {"production": p, "challenger": s}
         )
         or 0.0
         for p in ("approve", "review", "decline")
