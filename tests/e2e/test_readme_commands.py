@@ -38,6 +38,7 @@ COVERED = {
     "down": "run (stops only what this clone started)",
     "status": "run",
     "data": "run (DAYS=14)",
+    "bootstrap": "run after `make serve` / `make stream` (snapshot written; the store keeps the newer states)",
     "train": "run (a 14-day history needs 2-day validation/test/gap windows: TRAIN_ARGS)",
     "serve": "started, /readyz and POST /score checked, stopped",
     "stream": "started, scores `make produce` traffic, stopped",
@@ -275,6 +276,16 @@ def test_readme_commands_from_a_fresh_clone(clone: Clone) -> None:
     _poll(lambda: "empty" not in store(), 60, "the API to see the store", lambda: clone.log("serve"))
     clone.stop(stream)
     clone.stop(serve)
+
+    # `make bootstrap` after the stream ran: the snapshot of `make data`'s end state is written, and the
+    # store keeps every entity the stream already wrote (newer than the snapshot) instead of moving it back
+    boot = clone.make("bootstrap", timeout=300).stdout
+    assert (clone.path / ".local" / "bootstrap" / "states.parquet").exists(), boot
+    loaded = re.search(
+        r"([\d,]+) cards and [\d,]+ terminals loaded .*\(([\d,]+) / [\d,]+ already there", boot
+    )
+    assert loaded, boot
+    assert int(loaded.group(2).replace(",", "")) > 0, boot  # the cards the stream wrote, kept
 
     for target in ("demo", "test", "test-unit", "bench"):
         dry = clone.make("-n", target).stdout
