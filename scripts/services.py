@@ -177,6 +177,7 @@ class Services:
                 "fraudwatch-scorer-api": [f"localhost:{settings.api_port}"],
                 "fraudwatch-stream": [f"localhost:{settings.stream_metrics_port}"],
                 "fraudwatch-producer": [f"localhost:{settings.producer_metrics_port}"],
+                "fraudwatch-review": [f"localhost:{settings.review_port}"],
             }
         )
         self.prometheus_config = Path(prometheus_config) if prometheus_config else None
