@@ -12,9 +12,11 @@ the reason is written next to them; the README table is parsed, so a new command
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -43,6 +45,9 @@ COVERED = {
     "serve": "started, /readyz and POST /score checked, stopped",
     "stream": "started, scores `make produce` traffic, stopped",
     "produce": "run (RATE=200 DURATION=5)",
+    "review": "started after the stream, /readyz checked, every alert the stream published consumed, stopped",
+    "compare-models": "run on the stream's table and labels (no challenger here: nothing to compare, said so; "
+    "tests/integration/test_compare_models.py compares real shadow scores)",
     "demo": "make -n: tests/e2e/test_demo.py runs scripts/demo.py itself (several minutes)",
     "test": "make -n: this test is part of it",
     "test-unit": "make -n: CI runs the unit tests in the same job",
@@ -97,6 +102,18 @@ def _text(url: str) -> str:
         return httpx.get(url, timeout=2).text
     except httpx.HTTPError:
         return ""
+
+
+def _sample(text: str, series: str) -> float:
+    """The value of one exposition-format series (0 when absent)."""
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Clone:
@@ -175,6 +192,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory, services: Any) -> Iterator[C
         api_port=services.api_port,
         stream_metrics_port=services.stream_metrics_port,
         producer_metrics_port=services.producer_metrics_port,
+        review_port=_free_port(),
         model_name=f"fraud-detector-readme-{suffix}",
         **topics,
     )
@@ -186,7 +204,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory, services: Any) -> Iterator[C
     values = settings.model_dump(exclude={"local_dir"})
     for name in (
         "kafka_bootstrap", "topic_partitions", "mlflow_tracking_uri", "mlflow_port", "redis_url", "redis_port",
-        "prometheus_port", "api_port", "stream_metrics_port", "producer_metrics_port", "model_name", *topics,
+        "prometheus_port", "api_port", "stream_metrics_port", "producer_metrics_port", "review_port",
+        "model_name", *topics,
     ):  # fmt: skip
         env[f"FRAUDWATCH_{name.upper()}"] = str(values[name])
     env["FRAUDWATCH_API_WORKERS"] = "1"
@@ -274,6 +293,7 @@ def test_readme_commands_from_a_fresh_clone(clone: Clone) -> None:
     # the API now reads the state the stream wrote (same store, no restart)
     store = lambda: str(_http(f"{api}/readyz")[1].get("store", "empty"))  # noqa: E731
     _poll(lambda: "empty" not in store(), 60, "the API to see the store", lambda: clone.log("serve"))
+    alerts_published = _sample(_text(metrics), 'fraudwatch_stream_rows_total{output="alerts"}')
     clone.stop(stream)
     clone.stop(serve)
 
@@ -286,6 +306,41 @@ def test_readme_commands_from_a_fresh_clone(clone: Clone) -> None:
     )
     assert loaded, boot
     assert int(loaded.group(2).replace(",", "")) > 0, boot  # the cards the stream wrote, kept
+
+    # `make review`: ready once its consumer is connected; it reads every alert the stream published on
+    # fraud.alerts (a re-published one counts as a duplicate), and all of them are open
+    review = clone.start("review")
+    queue = f"http://127.0.0.1:{s.review_port}"
+
+    def review_ready() -> bool:
+        assert review.poll() is None, f"make review exited:\n{clone.log('review')}"
+        return _http(f"{queue}/readyz")[0] == 200
+
+    _poll(review_ready, 120, "the review queue's /readyz", lambda: clone.log("review"))
+
+    def consumed() -> dict[str, float] | None:
+        text = _text(f"{queue}/metrics")
+        counts = {
+            r: _sample(text, f'fraudwatch_review_alerts_consumed_total{{result="{r}"}}')
+            for r in ("queued", "duplicate", "invalid")
+        }
+        counts["open"] = _sample(text, "fraudwatch_review_open_alerts")
+        return counts if counts["queued"] + counts["duplicate"] >= alerts_published else None
+
+    counts = _poll(consumed, 120, "the review queue to read the stream's alerts", lambda: clone.log("review"))
+    assert counts["queued"] + counts["duplicate"] == alerts_published, counts
+    assert counts["invalid"] == 0 and counts["open"] == counts["queued"], counts
+    status_code, listed = _http(f"{queue}/api/alerts?limit=1000")
+    assert status_code == 200 and listed["open"] == counts["open"], listed
+    assert {a["decision"] for a in listed["alerts"]} <= {"review", "decline"}, listed
+    clone.stop(review)
+
+    # `make compare-models` on the stream's table, the labels topic and the queue's decisions: this clone
+    # has no challenger alias, so no transaction was shadow-scored and it says so
+    compared = clone.path / "compare.json"
+    out = clone.make("compare-models", f"JSON={compared}", timeout=300).stdout
+    assert "no labelled shadow-scored transactions yet" in out, out
+    assert json.loads(compared.read_text()) == [], out
 
     for target in ("demo", "test", "test-unit", "bench"):
         dry = clone.make("-n", target).stdout
