@@ -70,7 +70,7 @@ up: ## start Kafka, MLflow, Redis and Prometheus (where installed); waits until 
 	$(PY) scripts/services.py up
 
 .PHONY: down
-down: ## stop the API and stream the demo started, then every local service that `make up` started
+down: ## stop the API, stream and review queue the demo started, then every local service that `make up` started
 	$(PY) scripts/demo.py --stop-apps
 	$(PY) scripts/services.py down
 
