@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,145 @@ def test_stream_lag_is_read_per_topic_from_the_metrics_text() -> None:
     )
     assert demo.stream_lag(text) == {"transactions": 120.0, "labels": 0.0}
     assert demo.stream_lag("") == {}
+
+
+# ------------------------------------------------------------------- the mix-adjusted offline reference
+#: an offline window: scenario 1 (amount outlier) easy, scenario 2 (compromised terminal) hard
+OFFLINE_ROWS = (
+    [(1, "decline")] * 5 + [(1, "review")] * 4 + [(1, "approve")]  # 10 frauds: 9 at review, 5 at decline
+    + [(2, "decline")] * 2 + [(2, "review")] * 2 + [(2, "approve")] * 16  # 20 frauds: 4 / 2
+    + [(0, "decline")] * 2 + [(0, "review")] * 48 + [(0, "approve")] * 950  # 1,000 genuine: 50 / 2 flagged
+)  # fmt: skip
+
+
+def _rates() -> Any:
+    scenario, decisions = zip(*OFFLINE_ROWS, strict=True)
+    return demo.ScenarioRates.count(scenario, decisions, "test window")
+
+
+def test_scenario_rates_count_each_scenario_and_the_genuine_flags_at_both_levels() -> None:
+    rates = _rates()
+    assert rates.frauds == {1: 10, 2: 20} and rates.genuine == 1000
+    assert rates.caught == {"review": {1: 9, 2: 4}, "decline": {1: 5, 2: 2}}
+    assert rates.flagged_genuine == {"review": 50, "decline": 2}
+    assert rates.recall("review", 2) == pytest.approx(0.2)
+    assert rates.recall("review", 3) is None  # no such fraud in the window
+    assert rates.pooled_recall("review") == pytest.approx(13 / 30)
+    assert rates.false_positive_rate("decline") == pytest.approx(0.002)
+
+
+def test_mix_adjusted_figures_weight_each_scenario_by_the_live_mix() -> None:
+    # live: mostly the hard scenario, and a lower fraud rate in the matured window than offline
+    mix = demo.LiveMix(
+        frauds=Counter({2: 30, 1: 10}), matured_frauds=Counter({2: 6, 1: 4}), matured_genuine=500
+    )
+    adjusted, missing = demo.mix_adjusted(_rates(), mix)
+    assert missing == []
+    assert adjusted["recall at review"] == pytest.approx((30 * 0.2 + 10 * 0.9) / 40)  # 0.375
+    assert adjusted["recall at decline"] == pytest.approx((30 * 0.1 + 10 * 0.5) / 40)  # 0.2
+    # TP = 6 x 0.2 + 4 x 0.9 = 4.8; FP = 500 x 50/1000 = 25
+    assert adjusted["precision at review"] == pytest.approx(4.8 / 29.8)
+    # TP = 6 x 0.1 + 4 x 0.5 = 2.6; FP = 500 x 2/1000 = 1
+    assert adjusted["precision at decline"] == pytest.approx(2.6 / 3.6)
+
+
+def test_the_offline_window_s_own_mix_gives_back_its_raw_figures() -> None:
+    rates = _rates()
+    own = demo.LiveMix(Counter({1: 10, 2: 20}), Counter({1: 10, 2: 20}), 1000)
+    adjusted, _ = demo.mix_adjusted(rates, own)
+    assert adjusted["recall at review"] == pytest.approx(13 / 30)
+    assert adjusted["recall at decline"] == pytest.approx(7 / 30)
+    assert adjusted["precision at review"] == pytest.approx(13 / (13 + 50))
+    assert adjusted["precision at decline"] == pytest.approx(7 / (7 + 2))
+
+
+def test_a_live_scenario_the_window_lacks_takes_the_pooled_recall_and_is_named() -> None:
+    mix = demo.LiveMix(Counter({1: 10, 5: 10}), Counter(), 0)
+    adjusted, missing = demo.mix_adjusted(_rates(), mix)
+    assert missing == [5]
+    assert adjusted["recall at review"] == pytest.approx((10 * 0.9 + 10 * 13 / 30) / 20)
+    assert "precision at review" not in adjusted  # no matured labels: nothing to weight
+    q = demo.Quality([], 20, 20, 0, 0, False, mix, _rates(), missing)
+    assert any("no fraud of impossible_travel" in line for line in demo.explain(q))
+
+
+def _live_run(caught_hard: int) -> tuple[dict[str, dict[str, Any]], dict[str, bool], dict[str, int]]:
+    """40 labelled live frauds (30 of the hard scenario, ``caught_hard`` of them flagged; 9 of the 10 easy
+    ones flagged) and 400 labelled genuine transactions, 20 of them flagged, all in the matured window."""
+    decisions = (
+        ["review"] * caught_hard + ["approve"] * (30 - caught_hard) + ["review"] * 9 + ["approve"]
+        + ["review"] * 20 + ["approve"] * 380
+    )  # fmt: skip
+    scored = _scored(decisions)
+    scenario = [2] * 30 + [1] * 10 + [0] * 400
+    labels = {f"t{i}": s > 0 for i, s in enumerate(scenario)}
+    return scored, labels, {f"t{i}": s for i, s in enumerate(scenario)}
+
+
+def test_the_tolerance_applies_to_the_mix_adjusted_figure_and_the_summary_says_what_moved() -> None:
+    # live recall at review 15/40 = 0.375, exactly the mix-adjusted figure; the raw test figure 0.95 is far off
+    scored, labels, scenario_of = _live_run(caught_hard=6)
+    offline = {"recall at review": 0.95, "precision at review": 0.2}
+    q = demo.alert_quality(scored, labels, offline, scenario_of, _rates())
+    recall = next(f for f in q.figures if f.name == "recall at review")
+    assert (recall.hits, recall.n) == (15, 40)
+    assert recall.adjusted == pytest.approx(0.375)
+    assert recall.verdict == "within" and recall.raw_verdict == "outside"
+    _, text = recall.row()
+    assert "offline test 0.950, mix-adjusted 0.375" in text and text.endswith("within")
+    assert q.mix is not None
+    assert q.mix.frauds == Counter({2: 30, 1: 10}) and q.mix.matured_genuine == 400
+    assert q.mix.caught["review"] == Counter({2: 6, 1: 9})
+    lines = demo.explain(q)
+    assert any(line.startswith("recall at review: outside") and "fraud mix" in line for line in lines)
+    table = "\n".join(demo.mix_table(q))
+    assert "compromised_terminal" in table and "0.20 / 0.00" in table  # live recall of the hard scenario
+
+
+def test_a_gap_the_mix_does_not_explain_is_reported_with_the_reference_s_own_spread() -> None:
+    # live catches 25 of the 30 hard frauds where the offline window caught 4 of 20: not the mix
+    scored, labels, scenario_of = _live_run(caught_hard=25)
+    q = demo.alert_quality(scored, labels, {"recall at review": 0.95}, scenario_of, _rates())
+    recall = next(f for f in q.figures if f.name == "recall at review")
+    assert recall.verdict == "outside"
+    lines = demo.explain(q)
+    assert any("excludes the mix-adjusted offline 0.375" in line for line in lines)
+    assert any(
+        "few offline frauds of compromised_terminal (75% of this run's frauds)" in line for line in lines
+    )
+    assert any("within the scenarios" in line for line in lines)
+
+
+def test_without_the_live_scenarios_the_raw_test_figure_is_the_reference() -> None:
+    scored, labels, _ = _live_run(caught_hard=6)
+    q = demo.alert_quality(scored, labels, {"recall at review": 0.95}, None, _rates())
+    recall = next(f for f in q.figures if f.name == "recall at review")
+    assert recall.adjusted is None and recall.verdict == "outside"
+    assert demo.mix_table(q) == []
+    assert any("unlike the model's test period" in line for line in demo.explain(q))
+
+
+def test_the_live_scenarios_are_regenerated_from_the_history_s_seed(tmp_path: Path) -> None:
+    """The producer's own live source, in uneven batches, against the demo's regeneration."""
+    import orjson
+
+    from fraudwatch.simulator import simulate
+    from fraudwatch_producer.__main__ import build_parser, plan_live
+    from fraudwatch_producer.sources import LiveSource
+
+    simulate(days=2, n_cards=3000, n_terminals=600, seed=7).write(tmp_path)
+    args = build_parser().parse_args(["--rate", "0", "--history", str(tmp_path)])
+    source = LiveSource(plan_live(args, tmp_path).simulator)
+    scored: dict[str, dict[str, Any]] = {}
+    for n in (1, 700, 13, 4000, 2500, 9000):
+        for raw in source.next(n, time.monotonic()).values:
+            tx = orjson.loads(raw)
+            scored[tx["transaction_id"]] = tx
+    scenario_of = demo.live_scenarios(tmp_path, scored)
+    assert scenario_of.keys() == scored.keys()
+    assert sum(1 for s in scenario_of.values() if s) == source.frauds > 0
+    # a transaction that is not the regenerated one is refused, not counted
+    first = next(iter(scored))
+    scored[first] = {**scored[first], "card_id": "card-someone-else"}
+    with pytest.raises(ValueError, match="does not match"):
+        demo.live_scenarios(tmp_path, scored)
