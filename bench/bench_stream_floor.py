@@ -3,7 +3,8 @@
 What does Spark Structured Streaming itself cost on this machine, before any feature code runs? This
 benchmark builds the scorer's query shape — Kafka source, terminal bucket from the raw JSON on the JVM,
 ``transformWithStateInPandas`` grouped by terminal bucket, a second one grouped by card bucket, an
-iterator-of-batches pandas UDF, ``foreachBatch`` — with the job's row schema (:data:`ROW_SCHEMA_DDL`), but
+iterator-of-batches pandas UDF, ``foreachBatch`` — with the job's row schema (:data:`ROW_SCHEMA_DDL`, plus the
+``state`` column the state rows of the design before stage-side store writes carried), but
 every Python body is a few vectorized numpy/pandas operations: no JSON parsing, no features, no model. It
 runs on a prefilled topic (a backlog, ``maxOffsetsPerTrigger`` records per micro-batch) and reports
 records/s and CPU seconds per record of each process: the Spark JVM, each Python worker, the driver.
@@ -115,12 +116,18 @@ FEAT_T = 13  # terminal feature block width (doubles), about the job's
 FEAT_C = 30  # transaction + card feature block width
 
 
-def _rows_from_raw(pdf: pd.DataFrame, buckets: int) -> pd.DataFrame:
-    from fraudwatch_stream.records import ROW_COLUMNS
+def _floor_schema() -> tuple[str, tuple[str, ...]]:
+    """The job's row schema plus ``state BINARY``: the ``state`` variant sends entity state downstream in
+    it, as the job did before its stages wrote the online store themselves (the job has no such column)."""
+    from fraudwatch_stream.records import ROW_COLUMNS, ROW_SCHEMA_DDL
 
+    return ROW_SCHEMA_DDL + ", state BINARY", (*ROW_COLUMNS, "state")
+
+
+def _rows_from_raw(pdf: pd.DataFrame, buckets: int) -> pd.DataFrame:
     n = len(pdf)
     offsets = pdf["offset"].to_numpy(dtype=np.int64)
-    out = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in ROW_COLUMNS})
+    out = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in _floor_schema()[1]})
     out["kind"] = np.zeros(n, dtype=np.int32)
     out["t_us"] = offsets
     out["src_partition"] = pdf["partition"].to_numpy(dtype=np.int32)
@@ -161,9 +168,9 @@ class _State:
 
 
 def _state_row(blob: bytes, bucket: int) -> pd.DataFrame:
-    from fraudwatch_stream.records import ROW_COLUMNS, TERMINAL_STATE
+    from fraudwatch_stream.records import TERMINAL_STATE
 
-    out = pd.DataFrame({c: pd.Series([None], dtype=object) for c in ROW_COLUMNS})
+    out = pd.DataFrame({c: pd.Series([None], dtype=object) for c in _floor_schema()[1]})
     out["kind"] = [TERMINAL_STATE]
     out["state"] = [blob]
     out["cb"] = [bucket]
@@ -271,8 +278,9 @@ def run_variant(
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    from fraudwatch_stream.records import ROW_SCHEMA_DDL, SCORE_SCHEMA_DDL
+    from fraudwatch_stream.records import SCORE_SCHEMA_DDL
 
+    row_schema = _floor_schema()[0]
     flags = set(variant.split("+"))
     unknown = flags - {"bare", "state", "narrow", "noudf", "onestage", "real"}
     if unknown:
@@ -301,7 +309,7 @@ def run_variant(
         .cast("int")
         .alias("tb"),
     )
-    card_schema = ROW_SCHEMA_DDL + (", " + SCORE_SCHEMA_DDL if noudf else "")
+    card_schema = row_schema + (", " + SCORE_SCHEMA_DDL if noudf else "")
     if "onestage" in flags:
         carded = keyed.groupBy("tb").transformWithStateInPandas(
             _processor("both", buckets, with_state, state_bytes, narrow, noudf), card_schema, "Append", "None"
@@ -309,7 +317,7 @@ def run_variant(
     else:
         staged = keyed.groupBy("tb").transformWithStateInPandas(
             _processor("terminal", buckets, with_state, state_bytes, narrow, False),
-            ROW_SCHEMA_DDL,
+            row_schema,
             "Append",
             "None",
         )

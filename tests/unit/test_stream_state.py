@@ -19,6 +19,7 @@ from fraudwatch.store import SQLiteStore
 from fraudwatch_stream import stateful
 from fraudwatch_stream.records import (
     DEAD_LETTER,
+    ROW_COLUMNS,
     TERMINAL_STATE,
     TRANSACTION,
     bucket_of,
@@ -217,6 +218,6 @@ def test_terminal_stage_validates_computes_and_routes(tmp_path: Any) -> None:
     assert (
         len(report) == 1 and int(report["entities"].iloc[0]) == 1 and int(report["src_offset"].iloc[0]) == 1
     )
-    assert report["state"].isna().all()
+    assert list(report.columns) == list(ROW_COLUMNS) and report["reason"].isna().all()
     stored = SQLiteStore(Settings(local_dir=tmp_path).resolved_sqlite_path).get("card-1", home).terminal
     assert stored is not None and states_from_bytes([stored], TERMINAL_DTYPE)[0]["n_life"] == 2

@@ -11,7 +11,7 @@ dead letter: the query never fails on bad data and never drops a record silently
 records").
 
 All rows of the job share one schema (:data:`ROW_SCHEMA`) so that transactions, labels, dead letters and
-entity-state rows can flow through the two stateful operators together (see :mod:`.stateful`).
+state report rows can flow through the two stateful operators together (see :mod:`.stateful`).
 """
 
 from __future__ import annotations
@@ -65,13 +65,13 @@ CARD_STATE = 4
 #: packed float64 bytes (:func:`pack_features`: exact, and far cheaper through Arrow than arrays); a state
 #: report row (TERMINAL_STATE / CARD_STATE, one per group) carries, in ``entities``, how many entities its
 #: bucket holds, in ``src_offset`` how many states the group wrote to the online store and in ``amount`` the
-#: seconds that took (the states themselves never travel: the stages write the store, stateful.StoreWriter);
-#: ``state`` stays null. ``kafka_us`` is the input record's Kafka
-#: timestamp (produce time): stream latency is measured from it on the real clock, never from event_time
+#: seconds that took (the states themselves never travel: the stages write the store, stateful.StoreWriter).
+#: ``kafka_us`` is the input record's Kafka timestamp (produce time): stream latency is measured from it on
+#: the real clock, never from event_time
 ROW_SCHEMA_DDL = (
     "kind INT, t_us BIGINT, transaction_id STRING, card_id STRING, terminal_id STRING, amount DOUBLE, "
     "channel STRING, country STRING, payload STRING, reason STRING, src_partition INT, src_offset BIGINT, "
-    "cb INT, state BINARY, entities BIGINT, tfeat BINARY, cfeat BINARY, kafka_us BIGINT"
+    "cb INT, entities BIGINT, tfeat BINARY, cfeat BINARY, kafka_us BIGINT"
 )
 ROW_COLUMNS: tuple[str, ...] = tuple(part.strip().split(" ")[0] for part in ROW_SCHEMA_DDL.split(", "))
 #: what parsing adds for the terminal stage only (labels, routing check)
