@@ -497,6 +497,70 @@ def test_model_alias_moved_while_running(
     assert wait_for(lambda: f'version="{v2}"' in _metrics(stream), 30, "model_info of the new version")
 
 
+def _sample(stream: StreamUnderTest, name: str, labels: dict[str, str]) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(_metrics(stream)):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def test_a_store_write_that_fails_fails_the_batch_is_counted_and_the_batch_is_rerun(
+    stream: StreamUnderTest,
+) -> None:
+    """The online store locked by another writer (SQLite; Redis refusing takes the same path, see
+    tests/unit/test_stream_state.py): the batch fails loudly and writes nothing, every failed write is
+    counted by the job that stays up, and once the store takes writes again the batch is re-run: one row per
+    transaction, features and stored states equal to an uninterrupted replay."""
+    from fraudwatch.store import SQLiteStore
+
+    # each terminal serves one card: its events are in one partition, in time order however batches cut
+    records = [
+        tx(f"store-{i:02d}", T0 + timedelta(days=4, minutes=i), f"card-s{i % 3}", f"term-s{i % 3}", 5.0 + i)
+        for i in range(12)
+    ]
+    ids = [r["transaction_id"] for r in records]
+    stream.send_tx(records[:6])
+    stream.wait_scored(ids[:6])
+    errors = {"backend": "sqlite", "op": "put"}
+    before = _sample(stream, "fraudwatch_store_errors_total", errors)
+    path = stream.settings.resolved_sqlite_path
+    log_from = stream.log_path.stat().st_size
+    holder = sqlite3.connect(path, timeout=30, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # held past the store's busy timeout: every write fails "locked"
+    try:
+        stream.send_tx(records[6:])
+
+        def failed_and_retried() -> bool:
+            stream.alive()
+            log = stream.log_path.read_bytes()[log_from:]
+            counted = _sample(stream, "fraudwatch_store_errors_total", errors) > before
+            return counted and b'"store_write_failed"' in log and b'"query_restart"' in log
+
+        wait_for(failed_and_retried, 180, "a failed store write counted and the query restarted")
+        assert stream.rows(ids[6:]).empty, "a batch whose states did not reach the store reached the table"
+        assert b"locked" in stream.log_path.read_bytes()[log_from:]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    rows = stream.wait_scored(ids, timeout=240)
+    assert rows.index.is_unique and len(rows) == len(ids)
+    stream.alive()
+
+    expected = replay(pd.DataFrame(records).assign(event_time=lambda d: pd.to_datetime(d["event_time"])))
+    np.testing.assert_allclose(features_of(rows), expected.features.to_numpy(), rtol=0, atol=1e-9)
+    store = SQLiteStore(path, readonly=True)
+    try:
+        for card, terminal in (("card-s0", "term-s0"), ("card-s1", "term-s1"), ("card-s2", "term-s2")):
+            states = store.get(card, terminal)
+            assert states.card == expected.card_states[card]
+            assert states.terminal == expected.terminal_states[terminal]
+    finally:
+        store.close()
+
+
 def test_drift_reference_comes_from_the_configured_registry(
     model_versions: tuple[str, str], mlflow_tracking_uri: str, tmp_path: Path
 ) -> None:

@@ -5,6 +5,8 @@ stage's validation and routing. The real operators run in tests/integration/test
 from __future__ import annotations
 
 import copy
+import socket
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,15 +20,17 @@ from fraudwatch.features import TERMINAL_DTYPE, states_from_bytes
 from fraudwatch.store import SQLiteStore
 from fraudwatch_stream import stateful
 from fraudwatch_stream.records import (
+    CARD_STATE,
     DEAD_LETTER,
     ROW_COLUMNS,
+    STORE_ERROR,
     TERMINAL_STATE,
     TRANSACTION,
     bucket_of,
     pack_features,
     unpack_features,
 )
-from fraudwatch_stream.stateful import CacheStats, EntityLog, StoreWriter, terminal_stage
+from fraudwatch_stream.stateful import CacheStats, EntityLog, StoreWriter, card_stage, terminal_stage
 
 
 class _Value:
@@ -221,3 +225,101 @@ def test_terminal_stage_validates_computes_and_routes(tmp_path: Any) -> None:
     assert list(report.columns) == list(ROW_COLUMNS) and report["reason"].isna().all()
     stored = SQLiteStore(Settings(local_dir=tmp_path).resolved_sqlite_path).get("card-1", home).terminal
     assert stored is not None and states_from_bytes([stored], TERMINAL_DTYPE)[0]["n_life"] == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_store_that_fails_commits_nothing_and_the_driver_counts_it_and_fails_the_batch(
+    tmp_path: Any,
+) -> None:
+    """Redis down (nothing listens on its port) under the terminal stage, a SQLite store locked by another
+    writer under the card stage: each group reports its failed write instead of committing, and the
+    driver counts every failed write in fraudwatch_store_errors_total and fails the batch before the table."""
+    from fraudwatch_stream.job import StoreWriteFailed, StreamJob
+
+    home = next(f"t{i}" for i in range(100) if bucket_of(f"t{i}", 4) == 0)
+    raw = _raw([_tx("x1", home, 1), _tx("x2", home, 2)])
+    terminal_handle = _Handle()
+    redis_down = Settings(
+        local_dir=tmp_path, store_backend="redis", redis_url=f"redis://127.0.0.1:{_free_port()}/0"
+    )
+    terminal_out = list(
+        terminal_stage(
+            (0,),
+            iter([raw]),
+            EntityLog("terminal", terminal_handle),
+            buckets=4,
+            topic_transactions="tx",
+            max_record_bytes=16_384,
+            store=StoreWriter(redis_down),
+        )
+    )
+    assert len(terminal_out) == 1, "nothing but the failure report leaves a group whose store write failed"
+    failed_terminal = terminal_out[0]
+    assert failed_terminal["kind"].tolist() == [TERMINAL_STATE] and failed_terminal["reason"].tolist() == [
+        STORE_ERROR
+    ]
+    assert "StoreUnavailable" in failed_terminal["payload"].iloc[0]
+    assert terminal_handle.meta.value is None and terminal_handle.log.items == []  # no Spark state written
+    assert stateful._CACHE == {}
+
+    # the card stage on the transactions (as the terminal stage emits them when its store is fine)
+    good = pd.concat(
+        list(
+            terminal_stage(
+                (0,),
+                iter([raw]),
+                EntityLog("terminal", _Handle()),
+                buckets=4,
+                topic_transactions="tx",
+                max_record_bytes=16_384,
+            )
+        ),
+        ignore_index=True,
+    )
+    txs = good[good["kind"] == TRANSACTION]
+    sqlite_settings = Settings(local_dir=tmp_path / "sqlite")
+    SQLiteStore(sqlite_settings.resolved_sqlite_path).close()  # the file exists, as the job leaves it
+    holder = sqlite3.connect(sqlite_settings.resolved_sqlite_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer holds the file past the store's busy timeout
+    card_handle = _Handle()
+    try:
+        card_out = pd.concat(
+            list(
+                card_stage(
+                    (int(txs["cb"].iloc[0]),),
+                    iter([txs]),
+                    EntityLog("card", card_handle),
+                    buckets=4,
+                    store=StoreWriter(sqlite_settings),
+                )
+            ),
+            ignore_index=True,
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert card_out["kind"].tolist() == [CARD_STATE] and card_out["reason"].tolist() == [STORE_ERROR]
+    assert "locked" in card_out["payload"].iloc[0]
+    assert card_handle.meta.value is None
+
+    job = StreamJob(None, Settings(local_dir=tmp_path / "job", store_backend="redis"))
+    try:
+        errors = {"backend": "redis", "op": "put"}
+        before = job.metrics.registry.get_sample_value("fraudwatch_store_errors_total", errors)
+        with pytest.raises(StoreWriteFailed, match="2 state group"):
+            job._state_reports(pd.concat([failed_terminal, card_out], ignore_index=True), batch_id=7)
+        after = job.metrics.registry.get_sample_value("fraudwatch_store_errors_total", errors)
+        assert (before, after) == (0.0, 2.0)
+        assert job.store_failed
+        # a batch whose groups wrote their states is counted as writes, not errors, and goes on
+        fine = good[good["kind"] == TERMINAL_STATE]
+        assert job._state_reports(fine, batch_id=8) == 1
+        assert job.metrics.registry.get_sample_value("fraudwatch_store_errors_total", errors) == 2.0
+    finally:
+        job.table.close()
+        job.output.close()

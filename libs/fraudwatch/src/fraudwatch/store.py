@@ -107,9 +107,10 @@ class SQLiteStore:
         self._local = threading.local()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
-            with conn:
-                _create_tables(conn)
+            try:
+                _create_tables(self._conn())
+            except sqlite3.Error as exc:  # a locked file fails here as it would on any write
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -35,13 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    query = job.start()
     try:
-        # short waits, so that the signal handler (main thread only) runs promptly
-        while query.isActive and not stopping.is_set():
-            query.awaitTermination(1)
-        if query.exception() is not None:
-            raise RuntimeError(str(query.exception()))
+        job.run(stopping)  # a batch the online store failed is retried; any other failure ends the job
     except Exception as exc:
         print(f"stream query failed: {exc}", file=sys.stderr)
         return 1

@@ -5,13 +5,19 @@ themselves (:class:`.stateful.StoreWriter`), while the batch is computed; then `
 authoritative table (upsert by transaction_id, :mod:`.sinks`) and ``transactions.scored``, ``fraud.alerts``
 and ``transactions.dlq`` in one Kafka write. Store first: once a transaction is visible in the table, the
 state that includes it is already in the store.
+
+A store write that failed in a stage fails the batch on the driver (:class:`StoreWriteFailed`, counted in
+``fraudwatch_store_errors_total``); :meth:`StreamJob.run` then starts the query again from its checkpoint
+after a back-off, so the batch is re-run from the last committed offsets and state until the store takes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from fraudwatch_stream.records import (
     DEAD_LETTER,
     ROW_SCHEMA_DDL,
     SCORE_SCHEMA_DDL,
+    STORE_ERROR,
     TERMINAL_STATE,
     TRANSACTION,
     unpack_features,
@@ -40,13 +47,21 @@ from fraudwatch_stream.sinks import KafkaOutput, ScoredTable, scored_table_path
 from fraudwatch_stream.stateful import CardProcessor, StoreWriter, TerminalProcessor
 from fraudwatch_stream.warmstart import initial_states
 
-__all__ = ["JobOptions", "StreamJob", "build_query_frame", "model_config"]
+__all__ = ["JobOptions", "StoreWriteFailed", "StreamJob", "build_query_frame", "model_config"]
 
 log = logging.getLogger("fraudwatch_stream")
 OPERATORS = ("terminal", "card")
 DRIFT_WINDOW = 5000  # live rows compared with the training reference
 DRIFT_SECONDS = 30.0  # how often the PSI gauges are recomputed
 DRIFT_MIN_ROWS = 200
+#: back-off before the query is started again after the online store failed a batch (doubles per failure
+#: in a row, up to the maximum)
+RESTART_SECONDS = 1.0
+RESTART_MAX_SECONDS = 60.0
+
+
+class StoreWriteFailed(RuntimeError):
+    """A stateful stage could not write its states to the online store: the batch fails (and is re-run)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,12 @@ class StreamJob:
         self.drift = LiveWindow(DRIFT_WINDOW)
         self._references: dict[tuple[str, str], Reference] = {}
         self._drift_at = 0.0
+        self._listener: Any = None
+        #: set by write_batch when the store failed the batch: run() then restarts the query
+        self.store_failed = False
+        #: queries started by run() after the store failed a batch; batches written since the job started
+        self.restarts = 0
+        self.batches_written = 0
 
     # ------------------------------------------------------------------ sink
     def write_batch(self, batch_df: Any, batch_id: int) -> None:
@@ -182,26 +203,9 @@ class StreamJob:
             *CHALLENGER_COLUMNS,
         ).toPandas()
         timings = {"compute_and_collect": time.monotonic() - started}
+        n_states = self._state_reports(pdf, batch_id)
         self._dead_letter_unscored(pdf)
         kinds = pdf["kind"].to_numpy()
-        # the stages wrote the states they changed to the online store themselves (stateful.StoreWriter);
-        # their report rows carry the bucket sizes, how many states they wrote and how long that took
-        reports = pdf[(kinds == CARD_STATE) | (kinds == TERMINAL_STATE)]
-        n_states = 0
-        for kind, bucket, entities, written, seconds in zip(
-            reports["kind"].tolist(),
-            reports["cb"].tolist(),
-            reports["entities"].tolist(),
-            reports["src_offset"].tolist(),
-            reports["amount"].tolist(),
-            strict=True,
-        ):
-            self.metrics.set_entities(
-                "card" if kind == CARD_STATE else "terminal", int(bucket), int(entities)
-            )
-            if written:
-                n_states += int(written)
-                self.metrics.observe_store(self.settings.store_backend, "put", float(seconds), False)
         scored = pdf[kinds == TRANSACTION]
         now = time.time()
         matrix = np.hstack((unpack_features(scored["cfeat"]), unpack_features(scored["tfeat"])))
@@ -246,6 +250,51 @@ class StreamJob:
             time.monotonic() - started,
             timings,
         )
+        self.batches_written += 1
+
+    def _state_reports(self, pdf: pd.DataFrame, batch_id: int) -> int:
+        """Read the stages' report rows: bucket sizes, states written to the online store and how long that
+        took. Returns the number of states written; raises :class:`StoreWriteFailed` (after counting each
+        failed write in ``fraudwatch_store_errors_total``) when a stage could not write its states: that
+        group committed nothing, so the batch must not reach the table; the re-run repeats it whole (the
+        groups that did write write the same bytes again).
+        """
+        kinds = pdf["kind"].to_numpy()
+        reports = pdf[(kinds == CARD_STATE) | (kinds == TERMINAL_STATE)]
+        backend = self.settings.store_backend
+        n_states = 0
+        errors: list[str] = []
+        for kind, bucket, entities, written, seconds, reason, error in zip(
+            reports["kind"].tolist(),
+            reports["cb"].tolist(),
+            reports["entities"].tolist(),
+            reports["src_offset"].tolist(),
+            reports["amount"].tolist(),
+            reports["reason"].tolist(),
+            reports["payload"].tolist(),
+            strict=True,
+        ):
+            operator = "card" if kind == CARD_STATE else "terminal"
+            if reason == STORE_ERROR:
+                self.metrics.observe_store(backend, "put", float(seconds), True)
+                errors.append(f"{operator} bucket {int(bucket)}: {error}")
+                continue
+            self.metrics.set_entities(operator, int(bucket), int(entities))
+            if written:
+                n_states += int(written)
+                self.metrics.observe_store(backend, "put", float(seconds), False)
+        if errors:
+            self.store_failed = True
+            print(
+                json.dumps({"event": "store_write_failed", "batch_id": batch_id, "errors": errors[:5]}),
+                file=sys.stderr,
+                flush=True,
+            )
+            raise StoreWriteFailed(
+                f"batch {batch_id}: {len(errors)} state group(s) could not write to the {backend} online "
+                f"store; the batch is not committed and is re-run: {errors[0]}"
+            )
+        return n_states
 
     def _dead_letter_unscored(self, pdf: pd.DataFrame) -> None:
         """Transactions the scoring UDF could not score (``error`` set) become dead letters, in place."""
@@ -349,49 +398,25 @@ class StreamJob:
 
     # ------------------------------------------------------------------ run
     def start(self) -> Any:
-        from pyspark.sql.streaming import StreamingQueryListener
-
-        metrics = self.metrics
-
-        class _Listener(StreamingQueryListener):
-            def onQueryStarted(self, event: Any) -> None:
-                metrics.query_active.set(1)
-                print(
-                    json.dumps({"event": "query_started", "id": str(event.id)}), file=sys.stderr, flush=True
-                )
-
-            def onQueryProgress(self, event: Any) -> None:
-                fields = metrics.on_progress(event.progress, OPERATORS)
-                print(
-                    json.dumps({"event": "query_progress", **fields}, default=str),
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-            def onQueryIdle(self, event: Any) -> None:
-                metrics.last_batch.set(time.time())
-
-            def onQueryTerminated(self, event: Any) -> None:
-                metrics.query_active.set(0)
-                print(
-                    json.dumps({"event": "query_terminated", "exception": event.exception}),
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        # RocksDB: commit a changelog per batch instead of uploading a snapshot of every state store
-        self.spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
-        self.spark.streams.addListener(_Listener())
+        """Start the query (from its checkpoint: after a failure, the failed batch is re-run)."""
+        if self._listener is None:  # once per job: listener, RocksDB setting, lag poller
+            # RocksDB: commit a changelog per batch instead of uploading a snapshot of every state store
+            self.spark.conf.set(
+                "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true"
+            )
+            self._listener = _listener(self.metrics)
+            self.spark.streams.addListener(self._listener)
+            self.lag_poller = LagPoller(
+                self.metrics,
+                self.settings.kafka_bootstrap,
+                (self.settings.topic_transactions, self.settings.topic_labels),
+            )
+            self.lag_poller.start()
         frame = build_query_frame(self.spark, self.settings, self.options)
         checkpoint = self.settings.resolved_checkpoint_dir / "scorer"
         # the lag between batches (a stuck query must show it growing): from the last committed batch on
         self.metrics.set_end_offsets(checkpoint_offsets(checkpoint))
-        self.lag_poller = LagPoller(
-            self.metrics,
-            self.settings.kafka_bootstrap,
-            (self.settings.topic_transactions, self.settings.topic_labels),
-        )
-        self.lag_poller.start()
+        self.store_failed = False
         self.query = (
             frame.writeStream.queryName(self.options.query_name)
             .outputMode("append")
@@ -402,10 +427,79 @@ class StreamJob:
         )
         return self.query
 
+    def run(self, stopping: threading.Event, restart_seconds: float = RESTART_SECONDS) -> None:
+        """Run the query until ``stopping`` is set (``python -m fraudwatch_stream``).
+
+        When the online store failed a batch (:class:`StoreWriteFailed`), the query is started again after a
+        back-off (``restart_seconds``, doubling per failure in a row up to RESTART_MAX_SECONDS): Spark re-runs
+        the batch from the last committed offsets and state, so nothing is lost while the store is down, and
+        the job stays up with its metrics (each failed write counted). Any other failure is raised.
+        """
+        from pyspark.errors import StreamingQueryException
+
+        query = self.start()
+        delay, written = restart_seconds, self.batches_written
+        while not stopping.is_set():
+            if query.isActive:
+                # short waits, so that a signal handler (main thread only) runs promptly; a failure is
+                # told apart below
+                with contextlib.suppress(StreamingQueryException):
+                    query.awaitTermination(1)
+                continue
+            error = query.exception()
+            if error is None:  # stopped
+                return
+            if not self.store_failed:
+                raise RuntimeError(str(error))
+            if self.batches_written > written:
+                delay = restart_seconds  # batches went through since the last start: a new outage
+            print(
+                json.dumps(
+                    {"event": "query_restart", "reason": "store_write_failed", "after_seconds": delay}
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+            if stopping.wait(delay):
+                return
+            delay = min(2 * delay, RESTART_MAX_SECONDS)
+            self.restarts += 1
+            query, written = self.start(), self.batches_written
+
     def stop(self) -> None:
         if self.query is not None:
             self.query.stop()
+        if self._listener is not None:
+            self.spark.streams.removeListener(self._listener)
+            self._listener = None
         if self.lag_poller is not None:
             self.lag_poller.stop()
         self.table.close()
         self.output.close()
+
+
+def _listener(metrics: StreamMetrics) -> Any:
+    """The StreamingQueryListener that feeds the query-level metrics and logs."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class _Listener(StreamingQueryListener):
+        def onQueryStarted(self, event: Any) -> None:
+            metrics.query_active.set(1)
+            print(json.dumps({"event": "query_started", "id": str(event.id)}), file=sys.stderr, flush=True)
+
+        def onQueryProgress(self, event: Any) -> None:
+            fields = metrics.on_progress(event.progress, OPERATORS)
+            print(json.dumps({"event": "query_progress", **fields}, default=str), file=sys.stderr, flush=True)
+
+        def onQueryIdle(self, event: Any) -> None:
+            metrics.last_batch.set(time.time())
+
+        def onQueryTerminated(self, event: Any) -> None:
+            metrics.query_active.set(0)
+            print(
+                json.dumps({"event": "query_terminated", "exception": event.exception}),
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return _Listener()

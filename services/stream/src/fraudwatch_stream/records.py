@@ -43,6 +43,7 @@ __all__ = [
     "ROW_COLUMNS",
     "ROW_SCHEMA_DDL",
     "SCORE_SCHEMA_DDL",
+    "STORE_ERROR",
     "TERMINAL_STATE",
     "TRANSACTION",
     "bucket_of",
@@ -60,12 +61,15 @@ LABEL = 1
 DEAD_LETTER = 2
 TERMINAL_STATE = 3
 CARD_STATE = 4
+#: ``reason`` of a state report row whose group could not write its states to the online store
+STORE_ERROR = "store_error"
 
 #: the one row schema between the stages (Spark DDL); order = ROW_COLUMNS. Feature blocks travel as
 #: packed float64 bytes (:func:`pack_features`: exact, and far cheaper through Arrow than arrays); a state
 #: report row (TERMINAL_STATE / CARD_STATE, one per group) carries, in ``entities``, how many entities its
 #: bucket holds, in ``src_offset`` how many states the group wrote to the online store and in ``amount`` the
-#: seconds that took (the states themselves never travel: the stages write the store, stateful.StoreWriter).
+#: seconds that took (the states themselves never travel: the stages write the store, stateful.StoreWriter);
+#: when that write failed, ``reason`` is STORE_ERROR and ``payload`` the error, and the driver fails the batch.
 #: ``kafka_us`` is the input record's Kafka timestamp (produce time): stream latency is measured from it on
 #: the real clock, never from event_time
 ROW_SCHEMA_DDL = (

@@ -12,7 +12,8 @@ record only. A group runs its steps against the committed entity states (nothing
 commit), so when a record fails the group is simply run again without that record (:func:`_isolate`): the
 records that remain see exactly the state they would have seen had the poison record never arrived. Errors that are not
 a record's fault (state that cannot be decoded, the state store, Spark) still fail the batch, which Spark
-then re-runs from the last committed state.
+then re-runs from the last committed state; so does an online store that cannot take a group's states
+(:class:`StoreWriter`: the group reports it and the driver counts it and fails the batch).
 
 Inside a group rows are processed in (time, kind) order — transactions at their event_time before labels
 at their reported_at — exactly like :func:`fraudwatch.features.replay`, as one block through the same
@@ -49,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from fraudwatch.config import Settings
+from fraudwatch.errors import StoreError
 from fraudwatch.events import EventBounds, dead_letter_for
 from fraudwatch.features import (
     CARD_DTYPE,
@@ -70,6 +72,7 @@ from fraudwatch_stream.records import (
     DEAD_LETTER,
     LABEL,
     ROW_COLUMNS,
+    STORE_ERROR,
     TERMINAL_STATE,
     TRANSACTION,
     dead_letter_row,
@@ -285,8 +288,10 @@ class StoreWriter:
     10,000-record batch through Arrow, the shuffle and the collect; docs/stream.md). A stage writes them
     before it commits its Spark state, i.e. before the batch reaches the sink's table write, so a transaction
     in the table always has its state in the store; a re-run batch writes the same bytes again (idempotent).
-    A store that fails fails the batch (not a record's fault). Only the Settings travel to the workers; each
-    worker process opens its store once (:data:`_STORES`).
+    A store that fails fails the batch (not a record's fault): the group commits nothing and reports the
+    failure in its report row, and the driver counts it (``fraudwatch_store_errors_total``: the workers have no
+    metrics server) and fails the batch (:meth:`fraudwatch_stream.job.StreamJob.write_batch`). Only the
+    Settings travel to the workers; each worker process opens its store once (:data:`_STORES`).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -298,7 +303,8 @@ class StoreWriter:
         return (s.store_backend, s.redis_url if s.store_backend == "redis" else str(s.resolved_sqlite_path))
 
     def put(self, cards: dict[str, bytes], terminals: dict[str, bytes]) -> float:
-        """Write the states; returns the seconds it took (reported to the driver's store metrics)."""
+        """Write the states; returns the seconds it took. Raises :class:`~fraudwatch.errors.StoreError`
+        (StoreUnavailable: Redis down, SQLite locked) when the store fails, the opening included."""
         key = self._key()
         store = _STORES.get(key)
         if store is None:
@@ -312,21 +318,37 @@ class StoreWriter:
 _STORES: dict[tuple[str, str], OnlineStore] = {}
 
 
-def _write_states(store: StoreWriter | None, kind: int, encoded: dict[str, bytes]) -> float:
+def _write_states(store: StoreWriter | None, kind: int, encoded: dict[str, bytes]) -> tuple[float, str]:
+    """(seconds, error): the online store write of a group's changed states; ``error`` is empty on success.
+
+    Only the store's own failures (:class:`~fraudwatch.errors.StoreError`: down, locked, refused) are
+    returned, for the driver to count; anything else is a bug and fails the task as it is.
+    """
     if store is None or not encoded:
-        return 0.0
-    return store.put(encoded, {}) if kind == CARD_STATE else store.put({}, encoded)
+        return 0.0, ""
+    started = time.perf_counter()
+    try:
+        store.put(encoded, {}) if kind == CARD_STATE else store.put({}, encoded)
+    except StoreError as exc:
+        return time.perf_counter() - started, f"{type(exc).__name__}: {str(exc)[:500]}"
+    return time.perf_counter() - started, ""
 
 
-def _state_row(kind: int, bucket: int, entities: int, written: int, seconds: float) -> pd.DataFrame:
+def _state_row(
+    kind: int, bucket: int, entities: int, written: int, seconds: float, error: str = ""
+) -> pd.DataFrame:
     """One small report row per group: the bucket's entity count (the ``state_rows`` gauge), how many states
-    the group wrote to the online store (``src_offset``) and how long that took (``amount``, seconds)."""
+    the group wrote to the online store (``src_offset``) and how long that took (``amount``, seconds); a
+    failed write has ``reason`` STORE_ERROR and the error in ``payload`` (the driver then fails the batch)."""
     out = empty_rows(1)
     out["kind"] = [kind]
     out["cb"] = [bucket]
     out["entities"] = [entities]
     out["src_offset"] = [written]
     out["amount"] = [seconds]
+    if error:
+        out["reason"] = [STORE_ERROR]
+        out["payload"] = [error]
     return pd.DataFrame(out, columns=list(ROW_COLUMNS))
 
 
@@ -436,8 +458,11 @@ def terminal_stage(
         ]
         yield letters
     marks.append(("features", time.perf_counter()))
-    store_seconds = _write_states(store, TERMINAL_STATE, encoded)
+    store_seconds, store_error = _write_states(store, TERMINAL_STATE, encoded)
     marks.append(("store", time.perf_counter()))
+    if store_error:  # commit nothing, emit nothing more: the driver counts the failure and fails the batch
+        yield _state_row(TERMINAL_STATE, bucket, len(entities), 0, store_seconds, store_error)
+        return
     if encoded:
         log.commit(bucket, entities, meta, encoded)
     marks.append(("commit", time.perf_counter()))
@@ -508,8 +533,11 @@ def card_stage(
         keep[list(failed)] = False
         work = work[keep]
     marks.append(("features", time.perf_counter()))
-    store_seconds = _write_states(store, CARD_STATE, encoded)
+    store_seconds, store_error = _write_states(store, CARD_STATE, encoded)
     marks.append(("store", time.perf_counter()))
+    if store_error:  # commit nothing, emit nothing more: the driver counts the failure and fails the batch
+        yield _state_row(CARD_STATE, bucket, len(entities), 0, store_seconds, store_error)
+        return
     log.commit(bucket, entities, meta, encoded)
     marks.append(("commit", time.perf_counter()))
     if len(work):
