@@ -37,7 +37,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,6 +240,17 @@ OFFLINE_METRICS = {
 }
 #: each alert level and the decisions it counts as flagged
 LEVELS: dict[str, tuple[str, ...]] = {"review": ("review", "decline"), "decline": ("decline",)}
+
+
+def ground_truth(records: Iterable[dict[str, Any]], transaction_ids: Container[str]) -> dict[str, bool]:
+    """is_fraud of each of ``transaction_ids`` from the labels topic's records, the simulator's only: an
+    analyst's decision in the review queue (``source`` "analyst:...") is a label for the stream and the next
+    training run, not the truth the alerts are measured against."""
+    out: dict[str, bool] = {}
+    for rec in records:
+        if rec["transaction_id"] in transaction_ids and not rec.get("source"):
+            out[rec["transaction_id"]] = bool(rec["is_fraud"])
+    return out
 
 
 def wilson(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -952,11 +963,13 @@ def main(argv: list[str] | None = None) -> int:
         ours = offset is not None and offset >= first.get(part, 0)  # not an earlier run's dead letter
         if letter.get("source_topic") == settings.topic_transactions and ours:
             dlq.append(letter)
-    labels: dict[str, bool] = {}
-    for m in consume_all(bootstrap, settings.topic_labels, live[settings.topic_labels]):
-        rec = json.loads(m.value())
-        if rec["transaction_id"] in produced_ms:
-            labels[rec["transaction_id"]] = bool(rec["is_fraud"])
+    labels = ground_truth(
+        (
+            json.loads(m.value())
+            for m in consume_all(bootstrap, settings.topic_labels, live[settings.topic_labels])
+        ),
+        produced_ms.keys(),
+    )
 
     versions = Counter((r["model_name"], r["model_version"]) for r in scored.values())
     (model_name, model_version), _ = versions.most_common(1)[0]

@@ -243,3 +243,14 @@ def test_the_live_scenarios_are_regenerated_from_the_history_s_seed(tmp_path: Pa
     scored[first] = {**scored[first], "card_id": "card-someone-else"}
     with pytest.raises(ValueError, match="does not match"):
         demo.live_scenarios(tmp_path, scored)
+
+
+def test_the_ground_truth_is_the_simulator_s_labels_not_an_analyst_s_decisions() -> None:
+    records = [
+        {"transaction_id": "t1", "is_fraud": True},
+        {"transaction_id": "t1", "is_fraud": False, "source": "analyst:ana"},  # an analyst cleared it
+        {"transaction_id": "t2", "is_fraud": False},
+        {"transaction_id": "t3", "is_fraud": True, "source": "analyst:ana"},  # no simulator label yet
+        {"transaction_id": "earlier-run", "is_fraud": True},
+    ]
+    assert demo.ground_truth(records, {"t1", "t2", "t3"}) == {"t1": True, "t2": False}
