@@ -203,9 +203,13 @@ def test_no_shadow_without_an_alias_to_follow(registry: _Registry) -> None:
     assert registry.lookups == 0
 
 
-def test_the_job_shadows_the_challenger_unless_it_serves_it() -> None:
+def test_the_job_shadows_the_configured_alias_unless_it_serves_it() -> None:
     assert model_config(Settings()).challenger_alias == "challenger"
     assert model_config(Settings(model_alias="challenger")).challenger_alias is None
+    # the same setting as the API's: another alias, or none
+    assert model_config(Settings(shadow_alias="candidate")).challenger_alias == "candidate"
+    assert model_config(Settings(shadow_alias="")).challenger_alias is None
+    assert model_config(Settings(shadow_alias="candidate", model_alias="candidate")).challenger_alias is None
 
 
 # ------------------------------------------------------------------------------ table and metrics

@@ -30,7 +30,7 @@ import pandas as pd
 from fraudwatch.config import Settings
 from fraudwatch.drift import LiveWindow, reference_psi
 from fraudwatch.events import EARLIEST, EventBounds, dead_letter_for
-from fraudwatch.model import CHALLENGER, Reference, registered_reference
+from fraudwatch.model import Reference, registered_reference
 from fraudwatch_stream.metrics import LagPoller, StreamMetrics, checkpoint_offsets
 from fraudwatch_stream.records import (
     CARD_STATE,
@@ -84,8 +84,11 @@ def model_config(settings: Settings) -> ModelConfig:
         model_name=settings.model_name,
         alias=alias,
         poll_seconds=settings.model_poll_seconds,
-        # shadow scoring follows the challenger alias, unless the job itself serves it
-        challenger_alias=CHALLENGER if alias != CHALLENGER else None,
+        # shadow scoring follows Settings.shadow_alias (as the API does), unless it is empty or the job itself
+        # serves it
+        challenger_alias=settings.shadow_alias
+        if settings.shadow_alias and alias != settings.shadow_alias
+        else None,
     )
 
 
