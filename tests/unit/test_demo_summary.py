@@ -1,5 +1,6 @@
 """The demo summary's live-vs-offline comparison: the Wilson interval, which labels each figure may use
-(labels arrive late, frauds sooner than genuine confirmations), and the tolerance verdicts."""
+(labels arrive late, frauds sooner than genuine confirmations), the mix-adjusted reference and its
+interval, Newcombe's interval of the difference, and the tolerance verdicts."""
 
 from __future__ import annotations
 
@@ -197,17 +198,99 @@ def test_the_tolerance_applies_to_the_mix_adjusted_figure_and_the_summary_says_w
 
 
 def test_a_gap_the_mix_does_not_explain_is_reported_with_the_reference_s_own_spread() -> None:
-    # live catches 25 of the 30 hard frauds where the offline window caught 4 of 20: not the mix
+    # live catches 25 of the 30 hard frauds where the offline window caught 4 of 20: not the mix, and not
+    # the spread of either side
     scored, labels, scenario_of = _live_run(caught_hard=25)
     q = demo.alert_quality(scored, labels, {"recall at review": 0.95}, scenario_of, _rates())
     recall = next(f for f in q.figures if f.name == "recall at review")
-    assert recall.verdict == "outside"
+    assert recall.verdict == "outside" and recall.rule == "two-sided"
     lines = demo.explain(q)
-    assert any("excludes the mix-adjusted offline 0.375" in line for line in lines)
+    line = next(line for line in lines if line.startswith("recall at review: 0.850 from 34/40"))
+    assert "vs mix-adjusted offline 0.375 [" in line and "excludes 0 (two-sided rule)" in line
     assert any(
-        "few offline frauds of compromised_terminal (75% of this run's frauds)" in line for line in lines
+        "few offline frauds of compromised_terminal (75% of this run's frauds)" in line
+        and "understate the spread" in line
+        for line in lines
     )
     assert any("within the scenarios" in line for line in lines)
+
+
+# -------------------------------------------------------- the reference's interval and the two-sided rule
+def _scaled(rates: Any, factor: int) -> Any:
+    """The same offline rates from ``factor`` times as many rows."""
+    return demo.ScenarioRates(
+        rates.window,
+        {s: k * factor for s, k in rates.frauds.items()},
+        {level: {s: k * factor for s, k in c.items()} for level, c in rates.caught.items()},
+        rates.genuine * factor,
+        {level: k * factor for level, k in rates.flagged_genuine.items()},
+    )
+
+
+def test_newcombe_s_interval_of_a_difference_matches_the_published_example() -> None:
+    # Newcombe (1998), Table II, example (b): 56/70 vs 48/80, method 10 (Wilson score, no correction)
+    p1, p2 = 56 / 70, 48 / 80
+    lo, hi = demo.newcombe_difference(p1, demo.wilson(56, 70), p2, demo.wilson(48, 80))
+    assert (lo, hi) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    # example (e): 9/10 vs 3/10 -> [0.1705, 0.8090]
+    assert demo.newcombe_difference(0.9, demo.wilson(9, 10), 0.3, demo.wilson(3, 10)) == pytest.approx(
+        (0.1705, 0.8090), abs=1e-4
+    )
+
+
+def test_the_reference_interval_holds_the_point_estimate_and_narrows_with_more_offline_counts() -> None:
+    mix = demo.LiveMix(
+        frauds=Counter({2: 30, 1: 10}), matured_frauds=Counter({2: 6, 1: 4}), matured_genuine=500
+    )
+    widths = []
+    for factor in (1, 10, 100):
+        rates = _scaled(_rates(), factor)
+        point, _ = demo.mix_adjusted(rates, mix)
+        spread = demo.reference_intervals(rates, mix)
+        assert spread.keys() == point.keys()
+        for name, (lo, hi) in spread.items():
+            assert lo < point[name] < hi, (factor, name)
+        widths.append({name: hi - lo for name, (lo, hi) in spread.items()})
+    for name in widths[0]:
+        assert widths[0][name] > widths[1][name] > widths[2][name], name
+    # binomial spread of 20 hard frauds at 0.2, 10 easy at 0.9, weighted 3/4 and 1/4: sd about 0.071
+    lo, hi = demo.reference_intervals(_rates(), mix)["recall at review"]
+    assert hi - lo == pytest.approx(4 * 0.071, abs=0.04)
+    # a fixed seed: the summary prints the same interval for the same counts
+    assert demo.reference_intervals(_rates(), mix) == demo.reference_intervals(_rates(), mix)
+
+
+def test_a_thin_reference_turns_a_one_sided_outside_into_a_two_sided_within_a_thick_one_does_not() -> None:
+    # live recall at review 23/40 = 0.575 [0.42, 0.72] excludes the mix-adjusted 0.375
+    scored, labels, scenario_of = _live_run(caught_hard=14)
+    thin = demo.alert_quality(scored, labels, {"recall at review": 0.95}, scenario_of, _rates())
+    recall = next(f for f in thin.figures if f.name == "recall at review")
+    assert recall.adjusted == pytest.approx(0.375) and recall.rule == "two-sided"
+    assert recall.one_sided_verdict == "outside"
+    assert recall.verdict == "within"  # 20 offline hard frauds: the reference is too uncertain to tell
+    d, lo, hi = recall.difference
+    assert d == pytest.approx(0.2) and lo < 0 < hi
+    _, text = recall.row()
+    assert "mix-adjusted 0.375 [" in text and text.endswith("within")
+    lines = demo.explain(thin)
+    assert any(
+        line.startswith("recall at review: the mix-adjusted 0.375 lies outside the live interval")
+        and "(two-sided rule): within" in line
+        for line in lines
+    )
+    # the same offline rates from ten times the rows: the reference is sharp, and the gap is real
+    thick = demo.alert_quality(scored, labels, {"recall at review": 0.95}, scenario_of, _scaled(_rates(), 10))
+    recall = next(f for f in thick.figures if f.name == "recall at review")
+    assert recall.one_sided_verdict == "outside" and recall.verdict == "outside"
+    assert recall.difference[1] > 0
+
+
+def test_without_a_reference_interval_the_one_sided_rule_applies_and_is_named() -> None:
+    figure = demo.Figure("recall at review", 23, 40, 0.95, adjusted=0.375)
+    assert figure.rule == "one-sided" and figure.difference is None
+    assert figure.verdict == "outside" == figure.one_sided_verdict
+    q = demo.Quality([figure], 40, 40, 0, 0, False)
+    assert any("(one-sided rule: the reference has no interval)" in line for line in demo.explain(q))
 
 
 def test_without_the_live_scenarios_the_raw_test_figure_is_the_reference() -> None:
