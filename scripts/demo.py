@@ -461,25 +461,31 @@ def reference_intervals(
     rates: ScenarioRates, mix: LiveMix, draws: int = REFERENCE_DRAWS, seed: int = REFERENCE_SEED
 ) -> dict[str, tuple[float, float]]:
     """95% interval of each mix-adjusted figure (:func:`mix_adjusted`) from the sampling error of the offline
-    counts it is built from: a parametric bootstrap with this run's mix held fixed. Each draw redraws, at each
-    level, every scenario's flagged frauds ~ Binomial(its offline frauds, its offline recall) and the flagged
-    genuine ~ Binomial(offline genuine, offline false-positive rate), and recomputes the figure exactly as
-    :func:`mix_adjusted` does (a scenario the window lacks takes the drawn pooled recall); the interval is
-    the 2.5th to 97.5th percentile of the draws (a draw with no flagged row has no precision and is left
-    out). A scenario caught 0 or every time offline draws no spread: the interval is then too narrow, not
-    too wide."""
+    counts it is built from, with this run's mix held fixed. Each draw redraws, at each level, every
+    scenario's offline recall from k of n flagged as Beta(k + 1/2, n - k + 1/2) (Jeffreys) and the offline
+    false-positive rate likewise, and recomputes the figure exactly as :func:`mix_adjusted` does (a scenario
+    the window lacks takes the drawn pooled recall); the interval is the 2.5th to 97.5th percentile of the
+    draws, widened to hold the point estimate (a draw with no flagged row has no precision and is left out).
+    For a single proportion this is the Jeffreys interval, close to Wilson's; unlike a bootstrap of
+    Binomial(n, k/n), it keeps a spread when a scenario was caught never or every time offline (0/18 is not
+    an exact 0)."""
     rng = np.random.default_rng(seed)
     scenarios = sorted(rates.frauds)
-    n_off = np.array([rates.frauds[s] for s in scenarios], dtype=np.int64)
+    n_off = np.array([rates.frauds[s] for s in scenarios], dtype=float)
     index = {s: i for i, s in enumerate(scenarios)}
+    point, _ = mix_adjusted(rates, mix)
     out: dict[str, tuple[float, float]] = {}
+
+    def interval(name: str, values: Any) -> None:
+        lo, hi = np.percentile(values, [2.5, 97.5])
+        out[name] = (min(float(lo), point[name]), max(float(hi), point[name]))
+
     for level in LEVELS:
         if not scenarios:
             break
-        p = np.array([rates.caught[level].get(s, 0) for s in scenarios]) / n_off
-        caught = rng.binomial(n_off, p, size=(draws, len(scenarios)))
-        recall = caught / n_off  # draws x scenarios
-        pooled = caught.sum(axis=1) / n_off.sum()
+        k = np.array([rates.caught[level].get(s, 0) for s in scenarios], dtype=float)
+        recall = rng.beta(k + 0.5, n_off - k + 0.5, size=(draws, len(scenarios)))  # draws x scenarios
+        pooled = recall @ n_off / n_off.sum()
 
         def weighted(counts: Counter[int], recall: Any = recall, pooled: Any = pooled) -> Any:
             total = np.zeros(draws)
@@ -488,18 +494,15 @@ def reference_intervals(
             return total
 
         n = sum(mix.frauds.values())
-        if n:
-            lo, hi = np.percentile(weighted(mix.frauds) / n, [2.5, 97.5])
-            out[f"recall at {level}"] = (float(lo), float(hi))
-        if rates.genuine:
-            fpr = rates.flagged_genuine[level] / rates.genuine
-            fp = mix.matured_genuine * rng.binomial(rates.genuine, fpr, size=draws) / rates.genuine
+        if n and f"recall at {level}" in point:
+            interval(f"recall at {level}", weighted(mix.frauds) / n)
+        if rates.genuine and f"precision at {level}" in point:
+            flagged = rates.flagged_genuine[level]
+            fp = mix.matured_genuine * rng.beta(flagged + 0.5, rates.genuine - flagged + 0.5, size=draws)
             tp = weighted(mix.matured_frauds)
             defined = tp + fp > 0
             if defined.any():
-                precision = tp[defined] / (tp[defined] + fp[defined])
-                lo, hi = np.percentile(precision, [2.5, 97.5])
-                out[f"precision at {level}"] = (float(lo), float(hi))
+                interval(f"precision at {level}", tp[defined] / (tp[defined] + fp[defined]))
     return out
 
 

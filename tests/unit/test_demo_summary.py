@@ -253,11 +253,29 @@ def test_the_reference_interval_holds_the_point_estimate_and_narrows_with_more_o
         widths.append({name: hi - lo for name, (lo, hi) in spread.items()})
     for name in widths[0]:
         assert widths[0][name] > widths[1][name] > widths[2][name], name
-    # binomial spread of 20 hard frauds at 0.2, 10 easy at 0.9, weighted 3/4 and 1/4: sd about 0.071
+    # the spread of 20 hard frauds at 0.2, 10 easy at 0.9, weighted 3/4 and 1/4: sd about 0.071
     lo, hi = demo.reference_intervals(_rates(), mix)["recall at review"]
     assert hi - lo == pytest.approx(4 * 0.071, abs=0.04)
     # a fixed seed: the summary prints the same interval for the same counts
     assert demo.reference_intervals(_rates(), mix) == demo.reference_intervals(_rates(), mix)
+
+
+def test_a_scenario_caught_never_or_always_offline_still_has_a_spread() -> None:
+    # 0 of 18 and 15 of 15 flagged offline are estimates, not exact 0 and 1: a bootstrap of Binomial(n, k/n)
+    # would draw the same counts every time and print a zero-width interval
+    rates = demo.ScenarioRates(
+        "w", {4: 18, 1: 15}, {"review": {1: 15}, "decline": {}}, 1000, {"review": 20, "decline": 0}
+    )
+    mix = demo.LiveMix(Counter({4: 8, 1: 8}), Counter({4: 8, 1: 8}), 400)
+    point, _ = demo.mix_adjusted(rates, mix)
+    spread = demo.reference_intervals(rates, mix)
+    lo, hi = spread["recall at review"]
+    assert point["recall at review"] == pytest.approx(0.5)
+    # half the weight on a recall in Wilson's [0, 0.18] and half on one in [0.80, 1]: a width of about 0.1
+    assert lo < 0.5 < hi and 0.05 < hi - lo < 0.2
+    # nothing flagged at decline anywhere: the point is 0, the interval starts there and is not empty
+    assert spread["recall at decline"][0] == 0.0 < spread["recall at decline"][1] < 0.15
+    assert spread["precision at review"][0] < point["precision at review"] < spread["precision at review"][1]
 
 
 def test_a_thin_reference_turns_a_one_sided_outside_into_a_two_sided_within_a_thick_one_does_not() -> None:
