@@ -226,9 +226,9 @@ def percentile(values: list[float], q: float) -> float:
 
 # ------------------------------------------------------------------------------------------ live vs offline
 #: the confidence of every interval in the comparison (z = 1.96: 95 %): the live figure's Wilson interval,
-#: the mix-adjusted reference's bootstrap interval and the interval of their difference
+#: the mix-adjusted reference's simulated interval and the interval of their difference
 WILSON_Z = 1.96
-#: parametric bootstrap draws of the offline counts behind the mix-adjusted reference, and its fixed seed
+#: simulated draws of the offline proportions behind the mix-adjusted reference, and their fixed seed
 REFERENCE_DRAWS = 2_000
 REFERENCE_SEED = 20_261_203
 #: below this many labels behind a live figure the demo does not compare it at all (the interval spans most
@@ -278,7 +278,7 @@ def newcombe_difference(
     """95% interval of the difference p1 - p2 of two independent proportions from each one's own interval:
     Newcombe's hybrid score method (Newcombe 1998, method 10), with Wilson intervals on both sides a
     standard, well-covering interval for a difference. Any interval for p2 may stand in for its Wilson one
-    (here the reference's bootstrap interval): the method only combines each side's distance to its limits."""
+    (here the reference's simulated interval): the method only combines each side's distance to its limits."""
     (l1, u1), (l2, u2) = ci1, ci2
     d = p1 - p2
     return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
