@@ -42,7 +42,13 @@ from fraudwatch_stream.records import (
     TRANSACTION,
     unpack_features,
 )
-from fraudwatch_stream.scoring import ALERT_DECISIONS, CHALLENGER_COLUMNS, ModelConfig, score_batches
+from fraudwatch_stream.scoring import (
+    ALERT_DECISIONS,
+    CHALLENGER_COLUMNS,
+    ModelConfig,
+    score_batches,
+    warm_worker,
+)
 from fraudwatch_stream.sinks import KafkaOutput, ScoredTable, scored_table_path
 from fraudwatch_stream.stateful import CardProcessor, StoreWriter, TerminalProcessor
 from fraudwatch_stream.warmstart import initial_states
@@ -153,6 +159,40 @@ def build_query_frame(spark: Any, settings: Settings, options: JobOptions) -> An
 
     scored = with_card.withColumn("s", score(F.struct("kind", "payload", "cfeat", "tfeat")))
     return scored.select("*", "s.*").drop("s")
+
+
+#: Python workers one task of the query holds at once (a stateful stage and the scoring UDF each run in their
+#: own): the warm-up chains as many steps, so that every worker a task can pick from the pool is warm
+WARM_STEPS = 2
+WARM_SCHEMA_DDL = "step int, pid long, version string, error string, seconds double"
+
+
+def warm_workers(spark: Any, config: ModelConfig, steps: int = WARM_STEPS) -> list[dict[str, Any]]:
+    """Warm every Python worker the query will use before it starts (:func:`warm_worker` in each).
+
+    A tiny batch job with as many partitions as task slots and ``steps`` chained mapInPandas steps, each of
+    which runs in its own Python worker: slots x steps workers load the kernels and the model, and Spark's
+    worker reuse hands them to the query. Returns one row per worker (pid, model version, error, seconds).
+    """
+    slots = max(1, int(spark.sparkContext.defaultParallelism))
+
+    def step(number: int) -> Any:
+        def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            yield from batches  # the rows of the steps before
+            yield pd.DataFrame([{"step": number, **warm_worker(config)}])
+
+        return run
+
+    frame = spark.range(slots, numPartitions=slots).selectExpr(
+        "cast(-1 as int) as step",
+        "cast(null as long) as pid",
+        "cast(null as string) as version",
+        "cast(null as string) as error",
+        "cast(null as double) as seconds",
+    )
+    for number in range(steps):
+        frame = frame.mapInPandas(step(number), WARM_SCHEMA_DDL)
+    return [row.asDict() for row in frame.where("step >= 0").collect()]
 
 
 class StreamJob:
@@ -415,6 +455,21 @@ class StreamJob:
                 (self.settings.topic_transactions, self.settings.topic_labels),
             )
             self.lag_poller.start()
+            # before the first micro-batch: a fresh Python worker spends seconds on imports, kernels and the
+            # model (docs/stream.md, Start-up), and live traffic would queue behind it
+            started = time.perf_counter()
+            workers = warm_workers(self.spark, model_config(self.settings))
+            print(
+                json.dumps(
+                    {
+                        "event": "workers_warmed",
+                        "seconds": round(time.perf_counter() - started, 3),
+                        "workers": workers,
+                    }
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
         frame = build_query_frame(self.spark, self.settings, self.options)
         checkpoint = self.settings.resolved_checkpoint_dir / "scorer"
         # the lag between batches (a stuck query must show it growing): from the last committed batch on

@@ -14,7 +14,10 @@ the challenger does wrong (alias lookup, loading, scoring) only leaves its colum
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,9 +42,20 @@ __all__ = [
     "current_model",
     "score_batches",
     "score_transactions",
+    "warm_worker",
 ]
 
 log = logging.getLogger("fraudwatch_stream.scoring")
+
+#: FRAUDWATCH_STREAM_PROFILE=1: a JSON line on the worker's stderr per model load and per worker warm-up
+PROFILE = os.environ.get("FRAUDWATCH_STREAM_PROFILE", "") == "1"
+
+
+def _profile(event: str, **fields: Any) -> None:
+    print(
+        json.dumps({"event": event, "pid": os.getpid(), **fields}, default=str), file=sys.stderr, flush=True
+    )
+
 
 #: decisions published on fraud.alerts (and explained with reasons)
 ALERT_DECISIONS = frozenset({"review", "decline"})
@@ -109,14 +123,31 @@ def _resolve(config: ModelConfig) -> tuple[str, str]:
 
 
 def _load(config: ModelConfig, name: str, version: str) -> LoadedModel:
-    import mlflow
+    """Load ``name``/``version``: a registered version from its serving artifact (numpy arrays + JSON, as the
+    API does: no sklearn, scipy, skops or mlflow.pyfunc in the worker), else through mlflow.pyfunc (a
+    version registered before the artifact existed, or a non-registry URI). Both score through the same
+    compiled scorer, so the scores are the same."""
+    started = time.perf_counter()
+    registered = config.model_uri.startswith("models:/")
+    uri = f"models:/{name}/{version}" if registered else config.model_uri
+    model: Any = None
+    source = "pyfunc"
+    if registered:
+        from fraudwatch.serving_model import load_registered
 
-    from fraudwatch.model import load_model
+        model = load_registered(_client(config), name, version)
+        if model is not None:
+            source = "serving artifact"
+        else:
+            log.warning("model %s has no serving artifact: loading it through mlflow.pyfunc", uri)
+    if model is None:
+        import mlflow
 
-    mlflow.set_tracking_uri(config.tracking_uri)
-    mlflow.set_registry_uri(config.tracking_uri)
-    uri = f"models:/{name}/{version}" if config.model_uri.startswith("models:/") else config.model_uri
-    model = load_model(uri).model
+        from fraudwatch.model import load_model
+
+        mlflow.set_tracking_uri(config.tracking_uri)
+        mlflow.set_registry_uri(config.tracking_uri)
+        model = load_model(uri).model
     names = tuple(getattr(model, "feature_names", ()) or ())
     if not names:
         raise ModelError(f"model {uri} carries no feature_names")
@@ -124,7 +155,11 @@ def _load(config: ModelConfig, name: str, version: str) -> LoadedModel:
     if unknown:
         raise ModelError(f"model {uri} needs features the shared feature code does not compute: {unknown}")
     columns = None if names == FEATURE_NAMES else np.array([FEATURE_NAMES.index(n) for n in names])
-    log.info("loaded model %s version %s", name, version)
+    log.info("loaded model %s version %s from its %s", name, version, source)
+    if PROFILE:
+        _profile(
+            "model_loaded", name=name, version=version, source=source, seconds=time.perf_counter() - started
+        )
     return LoadedModel(name=name, version=version, model=model, columns=columns)
 
 
@@ -297,3 +332,31 @@ def score_batches(batches: Iterator[pd.DataFrame], config: ModelConfig) -> Itera
         out["score"] = out["score"].astype("float64")
         out["challenger_score"] = out["challenger_score"].astype("float64")
         yield out
+
+
+def warm_worker(config: ModelConfig) -> dict[str, Any]:
+    """Do in this Python worker what its first batch would otherwise do before scoring anything: load the
+    feature and tree kernels (numba cache), the model (and the shadow model) and score one row through them.
+
+    The job runs it in every Python worker before its query starts (``StreamJob.start``); Spark reuses its
+    Python workers, so the first micro-batch with transactions does not pay for it. Never raises: a model
+    that cannot be loaded now fails the first batch with transactions, as it would without the warm-up.
+    """
+    from fraudwatch.features import warm_up as warm_features
+    from fraudwatch.serving_model import warm_up as warm_trees
+
+    started = time.perf_counter()
+    out: dict[str, Any] = {"pid": os.getpid(), "version": None, "error": None}
+    try:
+        warm_features()
+        warm_trees()
+        model = current_model(config)
+        model.score(np.zeros((1, len(FEATURE_NAMES))))
+        challenger = current_challenger(config, model)
+        if challenger is not None:
+            challenger.score(np.zeros((1, len(FEATURE_NAMES))))
+        out["version"] = model.version
+    except Exception as exc:  # the query reports it at its first batch with transactions
+        out["error"] = describe_failure("warm-up", exc)
+    out["seconds"] = round(time.perf_counter() - started, 3)
+    return out
