@@ -458,18 +458,13 @@ class StreamJob:
             # before the first micro-batch: a fresh Python worker spends seconds on imports, kernels and the
             # model (docs/stream.md, Start-up), and live traffic would queue behind it
             started = time.perf_counter()
-            workers = warm_workers(self.spark, model_config(self.settings))
-            print(
-                json.dumps(
-                    {
-                        "event": "workers_warmed",
-                        "seconds": round(time.perf_counter() - started, 3),
-                        "workers": workers,
-                    }
-                ),
-                file=sys.stderr,
-                flush=True,
-            )
+            warmed: dict[str, Any] = {"event": "workers_warmed"}
+            try:
+                warmed["workers"] = warm_workers(self.spark, model_config(self.settings))
+            except Exception as exc:  # an optimisation only: the query starts cold
+                warmed["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+            warmed["seconds"] = round(time.perf_counter() - started, 3)
+            print(json.dumps(warmed), file=sys.stderr, flush=True)
         frame = build_query_frame(self.spark, self.settings, self.options)
         checkpoint = self.settings.resolved_checkpoint_dir / "scorer"
         # the lag between batches (a stuck query must show it growing): from the last committed batch on
