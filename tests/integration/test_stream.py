@@ -67,6 +67,9 @@ def register_model(tracking_uri: str, seed: int, review: float, decline: float) 
     reference = compute_reference(features.to_numpy(), estimator.predict_proba(features.to_numpy())[:, 1])
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    # an explicit experiment of this tracking store: mlflow's fluent API otherwise keeps the active
+    # experiment id an earlier test set in this process, which another store does not have
+    mlflow.set_experiment("fraudwatch-tests")
     client = MlflowClient(tracking_uri, tracking_uri)
     with mlflow.start_run():
         version = log_model(FraudModel(estimator, Thresholds(review, decline), reference), client=client)
