@@ -284,6 +284,57 @@ def newcombe_difference(
     return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
 
 
+#: fraud scenarios whose frauds come in incidents: a compromised terminal's window (every transaction at the
+#: terminal), one card's takeover burst, card test or impossible trip; other frauds (amount outliers) and
+#: genuine rows are each their own incident
+TERMINAL_INCIDENTS = frozenset({2})
+CARD_INCIDENTS = frozenset({3, 4, 5})
+
+
+def incident_key(scenario: int, transaction_id: str, card_id: str, terminal_id: str) -> str:
+    """The incident a transaction belongs to (docs/demo.md, "Incidents, not frauds"): its terminal for a
+    compromised-terminal fraud, its card and scenario for a card's burst, else the transaction itself."""
+    if scenario in TERMINAL_INCIDENTS:
+        return f"terminal:{terminal_id}"
+    if scenario in CARD_INCIDENTS:
+        return f"card:{card_id}:{scenario}"
+    return f"tx:{transaction_id}"
+
+
+def design_effect(clusters: Iterable[tuple[float, float]]) -> float:
+    """Kish's design effect of a proportion pooled over clusters, from (successes, size) per cluster: how
+    many times its variance exceeds the binomial variance of as many independent rows, at least 1.
+
+    The clustered variance is the linearised (ratio-estimator) one, m/(m-1) x sum (k_j - p n_j)^2 / N^2 over
+    the m clusters, N = sum n_j; the binomial one p(1-p)/N. N / deff is then the effective number of
+    independent rows. One cluster is one observation (deff = N); a proportion of 0 or 1 has no spread
+    to inflate (deff = 1)."""
+    pairs = [(float(k), float(n)) for k, n in clusters if n > 0]
+    total = sum(n for _, n in pairs)
+    if total <= 0:
+        return 1.0
+    if len(pairs) == 1:
+        return max(1.0, total)
+    p = sum(k for k, _ in pairs) / total
+    if p <= 0.0 or p >= 1.0:
+        return 1.0
+    m = len(pairs)
+    clustered = m / (m - 1) * sum((k - p * n) ** 2 for k, n in pairs) / total**2
+    return max(1.0, clustered / (p * (1 - p) / total))
+
+
+def _clusters(
+    rows: Iterable[str], hit: Callable[[str], bool], incident_of: dict[str, str]
+) -> tuple[float, int]:
+    """The design effect and the number of incidents of a proportion over ``rows`` (hit: a success)."""
+    counts: dict[str, list[int]] = {}
+    for t in rows:
+        c = counts.setdefault(incident_of.get(t, f"tx:{t}"), [0, 0])
+        c[0] += hit(t)
+        c[1] += 1
+    return design_effect((k, n) for k, n in counts.values()), len(counts)
+
+
 @dataclass(frozen=True)
 class Figure:
     """One live proportion (precision or recall at a threshold) and how it compares with the offline one.
@@ -297,6 +348,12 @@ class Figure:
       live - reference (:func:`newcombe_difference`) contains 0, so the sampling spread of both sides counts;
     * one-sided, when it has none (the raw test figure): within when the reference lies in the live
       figure's 95% Wilson interval, as if the reference were exact.
+
+    Frauds come in incidents (:func:`incident_key`): ``design_effect`` (>= 1, :func:`design_effect`) over the
+    ``incidents`` behind the live figure shrinks its Wilson interval's sample to ``n / design_effect``
+    effective rows, and ``adjusted_interval`` counts the offline incidents the same way. The ``independent_*``
+    figures are the same comparison with every row independent (``adjusted_interval_independent`` the
+    reference's interval so), shown beside it.
     """
 
     name: str
@@ -305,6 +362,9 @@ class Figure:
     offline: float | None
     adjusted: float | None = None
     adjusted_interval: tuple[float, float] | None = None
+    design_effect: float = 1.0
+    incidents: int | None = None
+    adjusted_interval_independent: tuple[float, float] | None = None
 
     @property
     def value(self) -> float:
@@ -312,7 +372,38 @@ class Figure:
 
     @property
     def interval(self) -> tuple[float, float]:
+        """The live figure's 95% Wilson interval on its effective sample (incidents counted)."""
+        return wilson(self.hits / self.design_effect, self.n / self.design_effect)
+
+    @property
+    def independent_interval(self) -> tuple[float, float]:
+        """The live figure's 95% Wilson interval with every row independent."""
         return wilson(self.hits, self.n)
+
+    @property
+    def clustered(self) -> bool:
+        """Whether incidents widen either side's interval beyond the independent-row one."""
+        return self.design_effect > 1.0 or (
+            self.adjusted_interval_independent is not None
+            and self.adjusted_interval != self.adjusted_interval_independent
+        )
+
+    @property
+    def independent_difference(self) -> tuple[float, float, float] | None:
+        """live - reference and its 95% interval with every row on both sides independent."""
+        ref = self.adjusted_interval_independent or self.adjusted_interval
+        if not self.two_sided or not self.n or self.adjusted is None or ref is None:
+            return None
+        lo, hi = newcombe_difference(self.value, self.independent_interval, self.adjusted, ref)
+        return self.value - self.adjusted, lo, hi
+
+    @property
+    def independent_verdict(self) -> str:
+        """The two-sided verdict with every row independent (or the plain verdict when it does not apply)."""
+        diff = self.independent_difference
+        if diff is None or self.verdict not in ("within", "outside"):
+            return self.verdict
+        return "within" if diff[1] <= 0 <= diff[2] else "outside"
 
     @property
     def reference(self) -> float | None:
@@ -372,6 +463,8 @@ class Figure:
     def row(self) -> tuple[str, str]:
         lo, hi = self.interval
         live = f"{self.value:.3f} [{lo:.3f}, {hi:.3f}] n={self.n:,}" if self.n else "n/a (no labels yet)"
+        if self.n and self.incidents is not None and self.incidents < self.n:
+            live += f" in {self.incidents:,} incidents"
         offline = f"{self.offline:.3f}" if _finite(self.offline) else "n/a"
         text = f"{live:<32} offline test {offline}"
         if _finite(self.adjusted):
@@ -392,10 +485,15 @@ class ScenarioRates:
     caught: dict[str, dict[int, int]]  # level -> scenario id -> frauds flagged at that level
     genuine: int
     flagged_genuine: dict[str, int]  # level -> genuine transactions flagged at that level
+    incidents: dict[int, int] = field(default_factory=dict)  # fraud scenario id -> incidents in the window
+    design: dict[str, dict[int, float]] = field(default_factory=dict)  # level -> scenario -> design effect
 
     @classmethod
-    def count(cls, scenario: Any, decisions: Any, window: str) -> ScenarioRates:
-        """From each row's fraud scenario (0: genuine) and the model's decision on it."""
+    def count(
+        cls, scenario: Any, decisions: Any, window: str, incidents: Iterable[str] | None = None
+    ) -> ScenarioRates:
+        """From each row's fraud scenario (0: genuine) and the model's decision on it, and optionally each
+        row's incident (:func:`incident_key`; without them every fraud is its own incident)."""
         pairs = list(zip((int(s) for s in scenario), decisions, strict=True))
         frauds = Counter(s for s, _ in pairs if s)
         caught = {
@@ -406,7 +504,24 @@ class ScenarioRates:
         flagged_genuine = {
             level: sum(1 for s, d in pairs if not s and d in flagged) for level, flagged in LEVELS.items()
         }
-        return cls(window, dict(frauds), caught, genuine, flagged_genuine)
+        if incidents is None:
+            return cls(window, dict(frauds), caught, genuine, flagged_genuine, dict(frauds))
+        keys = list(incidents)
+        if len(keys) != len(pairs):
+            raise ValueError(f"{len(keys)} incident keys for {len(pairs)} rows")
+        by_incident: dict[int, dict[str, list[str]]] = {}
+        for (s, d), key in zip(pairs, keys, strict=True):
+            if s:
+                by_incident.setdefault(s, {}).setdefault(key, []).append(d)
+        design = {
+            level: {
+                s: design_effect((sum(d in flagged for d in ds), len(ds)) for ds in groups.values())
+                for s, groups in by_incident.items()
+            }
+            for level, flagged in LEVELS.items()
+        }
+        counted = {s: len(groups) for s, groups in by_incident.items()}
+        return cls(window, dict(frauds), caught, genuine, flagged_genuine, counted, design)
 
     def recall(self, level: str, scenario: int) -> float | None:
         n = self.frauds.get(scenario, 0)
@@ -428,6 +543,7 @@ class LiveMix:
     matured_frauds: Counter[int]  # labelled frauds of the matured window per scenario: the precision figures
     matured_genuine: int  # labelled genuine transactions of the matured window
     caught: dict[str, Counter[int]] = field(default_factory=dict)  # level -> labelled frauds flagged there
+    incidents: Counter[int] = field(default_factory=Counter)  # the incidents behind ``frauds``, when known
 
 
 def mix_adjusted(rates: ScenarioRates, mix: LiveMix) -> tuple[dict[str, float], list[int]]:
@@ -458,7 +574,11 @@ def mix_adjusted(rates: ScenarioRates, mix: LiveMix) -> tuple[dict[str, float], 
 
 
 def reference_intervals(
-    rates: ScenarioRates, mix: LiveMix, draws: int = REFERENCE_DRAWS, seed: int = REFERENCE_SEED
+    rates: ScenarioRates,
+    mix: LiveMix,
+    draws: int = REFERENCE_DRAWS,
+    seed: int = REFERENCE_SEED,
+    incidents: bool = True,
 ) -> dict[str, tuple[float, float]]:
     """95% interval of each mix-adjusted figure (:func:`mix_adjusted`) from the sampling error of the offline
     counts it is built from, with this run's mix held fixed. Each draw redraws, at each level, every
@@ -468,7 +588,12 @@ def reference_intervals(
     draws, widened to hold the point estimate (a draw with no flagged row has no precision and is left out).
     For a single proportion this is the Jeffreys interval, close to Wilson's; unlike a bootstrap of
     Binomial(n, k/n), it keeps a spread when a scenario was caught never or every time offline (0/18 is not
-    an exact 0)."""
+    an exact 0).
+
+    With ``incidents`` (the default) a scenario whose offline frauds come in incidents draws from its
+    effective counts instead, k / deff of n / deff (``rates.design``, :func:`design_effect`): 18 frauds
+    from 3 compromised terminals weigh about as much as the few independent observations they are.
+    ``incidents=False`` treats every offline fraud as independent."""
     rng = np.random.default_rng(seed)
     scenarios = sorted(rates.frauds)
     n_off = np.array([rates.frauds[s] for s in scenarios], dtype=float)
@@ -484,7 +609,11 @@ def reference_intervals(
         if not scenarios:
             break
         k = np.array([rates.caught[level].get(s, 0) for s in scenarios], dtype=float)
-        recall = rng.beta(k + 0.5, n_off - k + 0.5, size=(draws, len(scenarios)))  # draws x scenarios
+        deff = np.array(
+            [rates.design.get(level, {}).get(s, 1.0) if incidents else 1.0 for s in scenarios], dtype=float
+        )
+        k_eff, n_eff = k / deff, n_off / deff
+        recall = rng.beta(k_eff + 0.5, n_eff - k_eff + 0.5, size=(draws, len(scenarios)))  # draws x scenarios
         pooled = recall @ n_off / n_off.sum()
 
         def weighted(counts: Counter[int], recall: Any = recall, pooled: Any = pooled) -> Any:
@@ -527,6 +656,7 @@ def alert_quality(
     offline: dict[str, float],
     scenario_of: dict[str, int] | None = None,
     rates: ScenarioRates | None = None,
+    incident_of: dict[str, str] | None = None,
 ) -> Quality:
     """Precision and recall of the live decisions at both thresholds against the labels that arrived.
 
@@ -538,7 +668,9 @@ def alert_quality(
       that window whose report is still pending are missing, which can only lower the live precision.
 
     With each live transaction's fraud scenario (``scenario_of``) and the model's offline per-scenario
-    counts (``rates``), each figure also gets its offline reference re-weighted to this run's mix.
+    counts (``rates``), each figure also gets its offline reference re-weighted to this run's mix. With each
+    live transaction's incident (``incident_of``, :func:`incident_key`) the live intervals count incidents,
+    not rows (:func:`design_effect`); the offline intervals do when ``rates`` holds its incidents.
     """
     when = {t: datetime.fromisoformat(r["event_time"]) for t, r in scored.items()}
     labelled = [t for t in scored if t in labels]
@@ -557,19 +689,38 @@ def alert_quality(
                 level: Counter(scenario_of[t] for t in frauds if scored[t]["decision"] in flagged)
                 for level, flagged in LEVELS.items()
             },
+            incidents=Counter(
+                scenario_of[t] for t in {(incident_of or {}).get(t, f"tx:{t}"): t for t in frauds}.values()
+            ),
         )
     adjusted, missing = mix_adjusted(rates, mix) if mix is not None and rates is not None else ({}, [])
     spread = reference_intervals(rates, mix) if mix is not None and rates is not None else {}
+    independent = (
+        reference_intervals(rates, mix, incidents=False) if mix is not None and rates is not None else {}
+    )
     figures = []
     for level, flagged_decisions in LEVELS.items():
         flagged = [t for t in matured_labelled if scored[t]["decision"] in flagged_decisions]
         tp = sum(1 for t in flagged if labels[t])
         caught = sum(1 for t in frauds if scored[t]["decision"] in flagged_decisions)
-        for name, hits, n in (
-            (f"precision at {level}", tp, len(flagged)),
-            (f"recall at {level}", caught, len(frauds)),
+        for name, hits, rows, hit in (
+            (f"precision at {level}", tp, flagged, lambda t: labels[t]),
+            (f"recall at {level}", caught, frauds, lambda t, f=flagged_decisions: scored[t]["decision"] in f),
         ):
-            figures.append(Figure(name, hits, n, offline.get(name), adjusted.get(name), spread.get(name)))
+            deff, count = _clusters(rows, hit, incident_of) if incident_of is not None else (1.0, None)
+            figures.append(
+                Figure(
+                    name,
+                    hits,
+                    len(rows),
+                    offline.get(name),
+                    adjusted.get(name),
+                    spread.get(name),
+                    design_effect=deff,
+                    incidents=count,
+                    adjusted_interval_independent=independent.get(name),
+                )
+            )
     return Quality(
         figures=figures,
         labelled=len(labelled),
@@ -617,6 +768,14 @@ def mix_table(quality: Quality) -> list[str]:
         f"  {'genuine (matured)':<22} {mix.matured_genuine:>6,}  {'':<24} {rates.genuine:>7,}  "
         f"false-positive rate {fpr}"
     )
+    clustered = sorted(
+        s for s in set(mix.frauds) | set(rates.frauds) if s in TERMINAL_INCIDENTS | CARD_INCIDENTS
+    )
+    if mix.incidents and clustered:
+        counts = ", ".join(
+            f"{scenario_name(s)} {mix.incidents.get(s, 0)} / {rates.incidents.get(s, 0)}" for s in clustered
+        )
+        lines.append(f"  incidents behind those frauds (live / offline): {counts}")
     return lines
 
 
@@ -656,6 +815,15 @@ def explain(quality: Quality) -> list[str]:
             f" [{f.adjusted_interval[0]:.2f}, {f.adjusted_interval[1]:.2f}]" if f.adjusted_interval else ""
         )
         if f.verdict == "within":
+            idiff = f.independent_difference
+            if idiff is not None and diff is not None and f.clustered and f.independent_verdict == "outside":
+                lines.append(
+                    f"{f.name}: as {f.n} independent rows the difference {idiff[0]:+.3f} would have a 95% "
+                    f"interval [{idiff[1]:+.3f}, {idiff[2]:+.3f}] that excludes 0; they are {f.incidents} "
+                    f"incidents (design effect {f.design_effect:.1f} live, the reference's per scenario "
+                    f"likewise), and counted so the interval is [{diff[1]:+.3f}, {diff[2]:+.3f}]: within. "
+                    "Too few incidents on either side to tell the two apart; a longer run (DURATION=) meets more"
+                )
             if _finite(f.adjusted) and f.raw_verdict == "outside":
                 lines.append(
                     f"{f.name}: outside the interval of the raw test figure {f.offline:.3f} (one-sided: it has "
@@ -713,10 +881,16 @@ def explain(quality: Quality) -> list[str]:
     thin = thin_reference(quality)
     rescued = [f for f in quality.figures if f.verdict == "within" and f.one_sided_verdict == "outside"]
     if thin and (rescued or any(_finite(f.adjusted) for f in outside)):
+        counted = any(f.clustered for f in quality.figures)
         lines.append(
             "the mix-adjusted reference leans on few offline frauds of " + "; ".join(thin) + "; its interval "
-            "counts that, but these frauds come in incidents (several at one terminal), fewer independent "
-            "observations than their count, so even the two-sided binomial intervals understate the spread"
+            "counts that, and these frauds come in incidents (several at one terminal), fewer independent "
+            + (
+                "observations than their count: the intervals count incidents, not frauds (design effect)"
+                if counted
+                else "observations than their count, so even the two-sided binomial intervals understate the "
+                "spread"
+            )
         )
     if any(_finite(f.adjusted) for f in outside):
         lines.append(
@@ -777,11 +951,26 @@ def offline_scenario_rates(
         f"{start:%Y-%m-%d} .. {end:%Y-%m-%d} without the validation window, {days:g} days of the history "
         f"after training, the test window included"
     )
-    return ScenarioRates.count(dataset.scenario[held], decisions, window)
+    tx = history.transactions
+    keys = [
+        incident_key(int(sc), str(t), str(c), str(term))
+        for sc, t, c, term in zip(
+            tx["fraud_scenario"], tx["transaction_id"], tx["card_id"], tx["terminal_id"], strict=True
+        )
+    ]
+    return ScenarioRates.count(
+        dataset.scenario[held], decisions, window, np.asarray(keys, dtype=object)[held]
+    )
 
 
 def live_scenarios(data: Path, scored: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """The simulator's fraud scenario (0: genuine) of each live transaction.
+    """The simulator's fraud scenario (0: genuine) of each live transaction (:func:`live_incidents`)."""
+    return live_incidents(data, scored)[0]
+
+
+def live_incidents(data: Path, scored: dict[str, dict[str, Any]]) -> tuple[dict[str, int], dict[str, str]]:
+    """The simulator's fraud scenario (0: genuine) of each live transaction, and its incident
+    (:func:`incident_key`).
 
     The live traffic depends only on the history's seed, never on pacing or batch sizes
     (:class:`fraudwatch.simulator.LiveSimulator`), and the producer numbers it in order
@@ -805,13 +994,15 @@ def live_scenarios(data: Path, scored: dict[str, dict[str, Any]]) -> dict[str, i
     batch = LiveSimulator.continuing(spec, id_prefix=f"{prefixes.pop()}-").next_batch(
         max(serial.values()) + 1
     )
-    out = {}
+    out: dict[str, int] = {}
+    incidents: dict[str, str] = {}
     for tid, i in serial.items():
         tx = batch.transactions[i]
         if tx["transaction_id"] != tid or tx["card_id"] != scored[tid]["card_id"]:
             raise ValueError(f"{tid}: the regenerated live traffic does not match the scored transaction")
         out[tid] = int(batch.scenarios[i])
-    return out
+        incidents[tid] = incident_key(out[tid], tid, str(tx["card_id"]), str(tx["terminal_id"]))
+    return out, incidents
 
 
 #: live transaction fields the features read (a replay of the live rows needs them)
@@ -1107,7 +1298,7 @@ def main(argv: list[str] | None = None) -> int:
     # re-weighted to this run's labelled mix (the live scenarios regenerated from the history's seed)
     say("    offline reference: the model on the held-out history, per fraud scenario, for this run's mix")
     try:
-        scenario_of = live_scenarios(data, scored)
+        scenario_of, incident_of = live_incidents(data, scored)
         rates = offline_scenario_rates(
             data,
             settings.resolved_review_db_path,
@@ -1118,8 +1309,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except Exception as exc:  # the summary compares with the raw test figures then, and says so
         say(f"    mix-adjusted offline figures unavailable: {exc}")
-        scenario_of, rates = None, None
-    quality = alert_quality(scored, labels, offline, scenario_of, rates)
+        scenario_of, rates, incident_of = None, None, None
+    quality = alert_quality(scored, labels, offline, scenario_of, rates, incident_of)
     # the queue has read every alert there is once its consumer group's offsets reach the topic's end
     queued = wait_for_group(bootstrap, settings.review_group_id, settings.topic_alerts, 120)
     queue_state = json.loads(http_text(f"{review}/readyz") or "{}")
