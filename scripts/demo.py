@@ -1209,6 +1209,8 @@ def main(argv: list[str] | None = None) -> int:
     for raw in bad:
         producer.produce(settings.topic_transactions, raw)
     producer.flush(10)
+    # closed now: a client kept alive until --stop stops the broker logs "Connection refused" lines
+    del producer
     try:
         wait_until(lambda: http_ok(f"{api}/readyz"), 240, "the scorer API /readyz")
         wait_until(lambda: http_ok(f"{review}/readyz"), 120, "the review queue /readyz")
