@@ -29,13 +29,11 @@ also kept when tests failed, until the next session cleans it up.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import sqlite3
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
+
+from tests.scripts import load_script
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -65,21 +65,8 @@ SERVICE_FIXTURES = {"services", "kafka_bootstrap", "mlflow_tracking_uri", "redis
 SERVICE_FIXTURES |= {"make_settings", "test_settings", "spark"}
 
 
-def _load_services_module() -> Any:
-    """scripts/services.py as module ``fraudwatch_services`` (no clash with the services/ directory)."""
-    name = "fraudwatch_services"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "services.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-svc = _load_services_module()
+# scripts/services.py as module ``fraudwatch_services`` (no clash with the services/ directory)
+svc = load_script("scripts/services.py", "fraudwatch_services")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

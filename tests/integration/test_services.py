@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,24 +16,14 @@ import httpx
 import psutil
 import pytest
 
+from tests.scripts import load_script
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _services_module() -> Any:
-    # the same module object tests/conftest.py loaded (scripts/ is not a package)
-    if "fraudwatch_services" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fraudwatch_services", ROOT / "scripts" / "services.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fraudwatch_services"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fraudwatch_services"]
-
-
-svc = _services_module()
+# the same module object tests/conftest.py loaded (scripts/ is not a package)
+svc = load_script("scripts/services.py", "fraudwatch_services")
 
 
 def _get(url: str) -> tuple[int, bytes]:

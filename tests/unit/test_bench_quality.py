@@ -4,9 +4,7 @@ renamed (CSV and Parquet), with errors that name a missing or ill-typed column."
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,17 +18,11 @@ from fraudwatch_training.data import ColumnMapping, DataError, apply_mapping
 from fraudwatch_training.metrics import card_precision_at_k
 from fraudwatch_training.protocol import NS_PER_DAY, Protocol, derive_base, prequential_folds
 from fraudwatch_training.selection import SEARCH_SPACE, Candidate, FoldData, FoldResult, choose, run_fold
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench/bench_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_quality"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/bench_quality.py", "bench_quality")
 
 
 def _handbook_card_precision_top_k(frame: pd.DataFrame, k: int) -> float:

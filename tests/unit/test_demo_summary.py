@@ -4,8 +4,6 @@ interval, Newcombe's interval of the difference, and the tolerance verdicts."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -14,21 +12,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
-
-def _demo() -> Any:
-    name = "fraudwatch_demo"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "demo.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-demo = _demo()
+demo = load_script("scripts/demo.py", "fraudwatch_demo")
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
 

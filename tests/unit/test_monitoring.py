@@ -4,16 +4,16 @@ is in docs/metrics.md; every alert links to an existing runbook section."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
@@ -26,17 +26,7 @@ DATASOURCE_UID = "prometheus"
 PROMETHEUS_BUILTIN = {"up"}
 
 
-def _load_queries_module():
-    spec = importlib.util.spec_from_file_location("fraudwatch_monitoring_queries", MONITORING / "queries.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-queries = _load_queries_module()
+queries = load_script("monitoring/queries.py", "fraudwatch_monitoring_queries")
 
 
 def _promtool() -> str:
