@@ -12,12 +12,20 @@ that rate for a while (confluent-kafka, paced), consumes ``transactions.scored``
 A step is sustained when every record of the step is scored within its duration + 10 s and p99 <= 5 s;
 the benchmark stops at the first step that is not. Writes bench/results/stream.json and the stream section
 of docs/benchmarks.md.
+
+The online store the job writes (``--store``): ``redis`` (default; the production store) is a redis-server of
+the benchmark's own on a free port (scripts/services.py, under the run's directory, stopped at the end);
+``sqlite`` is the development store, a file in the run's directory. The trigger interval and
+``maxOffsetsPerTrigger`` are the benchmark's batch settings (``--trigger-seconds``, ``--max-offsets``); the
+defaults are the ones chosen by measurement (docs/stream.md, "Measured performance"). Every run records the
+store and the batch settings it used.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -28,6 +36,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -41,6 +50,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "stream.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 P99_FLOOR_S = 5.0
+#: the benchmark's batch settings, chosen by measurement (docs/stream.md, "Measured performance")
+TRIGGER_SECONDS = 1.0
+MAX_OFFSETS_PER_TRIGGER = 50_000
+
+
+def _services_module() -> Any:
+    spec = importlib.util.spec_from_file_location("fraudwatch_services", ROOT / "scripts" / "services.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fraudwatch_services"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _tree_rss(pid: int) -> int:
@@ -147,6 +168,34 @@ def produce_at(
     return sent
 
 
+def _stage_profile(log_path: Path) -> dict[str, dict[str, float]]:
+    """Wall time per record of each stateful stage's steps (µs, summed over its groups; rows: the records
+    its groups took in) from the job's ``stage_profile`` lines (``--profile``), over the whole run."""
+    seconds: dict[str, dict[str, float]] = {}
+    rows: dict[str, int] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if not line.startswith("{") or '"stage_profile"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        stage = str(record["stage"])
+        rows[stage] = rows.get(stage, 0) + int(record["rows"])
+        steps = seconds.setdefault(stage, {})
+        for step, value in record["seconds"].items():
+            steps[step] = steps.get(step, 0.0) + float(value)
+    out: dict[str, dict[str, float]] = {}
+    for stage, steps in seconds.items():
+        n = max(1, rows[stage])
+        out[stage] = {
+            "rows": rows[stage],
+            **{step: round(value / n * 1e6, 1) for step, value in steps.items()},
+            "total": round(sum(steps.values()) / n * 1e6, 1),
+        }
+    return out
+
+
 def _load_runs() -> list[dict]:
     """Earlier runs in bench/results/stream.json (a single-run file of older versions counts as one)."""
     if not RESULTS.exists():
@@ -170,9 +219,9 @@ def _write_doc(runs: list[dict]) -> None:
         "The broker and the load generator run on the same machine. Every run is kept in "
         "bench/results/stream.json; the newest runs:",
         "",
-        "| run (UTC) | code | load avg (1 min, start/end) | sustained events/s | highest step: input -> processed "
-        "eps, p99 |",
-        "|---|---|---|---|---|",
+        "| run (UTC) | code | store | trigger, max offsets | load avg (1 min, start/end) | sustained events/s "
+        "| highest step: input -> processed eps, p99 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in runs[-6:]:
         top = run["steps"][-1] if run["steps"] else None
@@ -184,11 +233,17 @@ def _write_doc(runs: list[dict]) -> None:
         )
         code = run.get("commit") or "before 2026-12-02 (per-record Python features)"
         load = "/".join(f"{x:.1f}" for x in run.get("load_avg_1m", [])) or "not recorded"
-        lines.append(f"| {run['when']} | {code} | {load} | **{run['sustained_eps']:,.0f}** | {detail} |")
+        store = run.get("store") or "not recorded"
+        batching = f"{run['trigger_seconds']} s, {run['max_offsets_per_trigger']:,}"
+        lines.append(
+            f"| {run['when']} | {code} | {store} | {batching} | {load} | **{run['sustained_eps']:,.0f}** | {detail} |"
+        )
     lines += [
         "",
-        f"Newest run in detail ({result['when']}, {result['cpus']} CPUs, local[2], trigger "
-        f"{result['trigger_seconds']} s, {result['state_buckets']} state buckets per operator, "
+        f"Newest run in detail ({result['when']}, {result['cpus']} CPUs, local[2], "
+        f"{result.get('store') or 'store not recorded'} online store, trigger {result['trigger_seconds']} s, "
+        f"maxOffsetsPerTrigger {result['max_offsets_per_trigger']:,}, "
+        f"{result['state_buckets']} state buckets per operator, "
         f"{result['n_cards']:,} cards / {result['n_terminals']:,} terminals, {result['step_seconds']} s per step):",
         "",
         "| input eps | processed eps | p50 | p99 | scored in time | RSS (max) |",
@@ -218,11 +273,26 @@ def _write_doc(runs: list[dict]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rates", default="1000,2000,3000,5000,10000,15000")
+    parser.add_argument("--rates", default="1000,2000,2500,3000,4000,5000,6000,7000,8000,10000,12500,15000")
     parser.add_argument("--step-seconds", type=float, default=30.0)
     parser.add_argument("--cards", type=int, default=50_000)
     parser.add_argument("--terminals", type=int, default=10_000)
     parser.add_argument("--state-buckets", type=int, default=None, help="default: Settings")
+    parser.add_argument(
+        "--store",
+        choices=("redis", "sqlite"),
+        default="redis",
+        help="online store: redis (production; a redis-server of its own) or sqlite (development)",
+    )
+    parser.add_argument("--trigger-seconds", type=float, default=TRIGGER_SECONDS)
+    parser.add_argument(
+        "--max-offsets", type=int, default=MAX_OFFSETS_PER_TRIGGER, help="maxOffsetsPerTrigger"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="FRAUDWATCH_STREAM_PROFILE=1: record each stage's wall time per record and step (stage_profile)",
+    )
     args = parser.parse_args()
     base = Settings()
     if args.state_buckets is None:
@@ -237,7 +307,15 @@ def main() -> int:
         "topic_dlq": f"bench-{run}.dlq",
     }
     local_dir = Path(base.local_dir).resolve() / "bench-stream" / run
-    settings = base.model_copy(update={**topics, "local_dir": local_dir})
+    settings = base.model_copy(
+        update={
+            **topics,
+            "local_dir": local_dir,
+            "store_backend": args.store,
+            "stream_trigger_seconds": args.trigger_seconds,
+            "stream_max_offsets_per_trigger": args.max_offsets,
+        }
+    )
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     for f in admin.create_topics(
         [NewTopic(t, settings.topic_partitions, 1) for t in topics.values()]
@@ -245,22 +323,47 @@ def main() -> int:
         f.result()
     env = {**os.environ, "FRAUDWATCH_LOCAL_DIR": str(local_dir), "PYTHONUNBUFFERED": "1"}
     env.update({f"FRAUDWATCH_{k.upper()}": v for k, v in topics.items()})
-    local_dir.mkdir(parents=True, exist_ok=True)
-    log = (local_dir / "stream.log").open("wb")
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudwatch_stream",
-            "--state-buckets",
-            str(args.state_buckets),
-            "--no-metrics",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    env.update(
+        FRAUDWATCH_STORE_BACKEND=args.store,
+        FRAUDWATCH_STREAM_TRIGGER_SECONDS=str(args.trigger_seconds),
+        FRAUDWATCH_STREAM_MAX_OFFSETS_PER_TRIGGER=str(args.max_offsets),
     )
+    if args.profile:
+        env["FRAUDWATCH_STREAM_PROFILE"] = "1"
+    local_dir.mkdir(parents=True, exist_ok=True)
+    store_services = None
+    if args.store == "redis":
+        # a Redis of the benchmark's own (free port, empty), so a developer's `make up` Redis is never touched
+        services_mod = _services_module()
+        store_services = services_mod.Services(
+            local_dir / "services",
+            redis_port=services_mod.free_ports(1)[0],
+            topics=[],
+            required=["redis"],
+            quiet=True,
+        )
+        store_services.up(["redis"], required=["redis"])
+        env["FRAUDWATCH_REDIS_URL"] = store_services.redis_url
+    log = (local_dir / "stream.log").open("wb")
+    try:
+        job = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fraudwatch_stream",
+                "--state-buckets",
+                str(args.state_buckets),
+                "--no-metrics",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        if store_services is not None:
+            store_services.down()
+        raise
     scored = Scored(settings)
     rng = np.random.default_rng(7)
     steps = []
@@ -328,6 +431,8 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             job.kill()
         log.close()
+        if store_services is not None:
+            store_services.down()
     sustained = max((s["input_eps"] for s in steps if s["sustained"]), default=0.0)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
@@ -339,6 +444,7 @@ def main() -> int:
         # the machine is shared: the 1-minute load average at the start and at the end of the run
         "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "machine": platform.machine(),
+        "store": args.store,
         "trigger_seconds": settings.stream_trigger_seconds,
         "max_offsets_per_trigger": settings.stream_max_offsets_per_trigger,
         "state_buckets": args.state_buckets,
@@ -348,6 +454,8 @@ def main() -> int:
         "steps": steps,
         "sustained_eps": sustained,
     }
+    if args.profile:
+        result["stage_us_per_record"] = _stage_profile(local_dir / "stream.log")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     runs = [*_load_runs(), result]
     RESULTS.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
