@@ -27,8 +27,38 @@ Variants (``--variants``, comma-separated; each a ``+``-joined set of flags):
   the Kafka outputs) on the same prefilled topic. With ``FRAUDWATCH_STREAM_PROFILE=1`` in the environment the
   stages print their per-step timings (``stage_profile``) and every batch its sink timings
   (``batch_written``) on stderr.
+* ``onestage-real``: not a floor either: a prototype of the one-stage design's per-record work, to measure
+  before anyone builds it. One ``transformWithStateInPandas`` grouped by card bucket (computed on the JVM
+  from the raw JSON, as ``onestage``), whose body runs the job's own code: validation with the shared pydantic
+  models (:func:`fraudwatch_stream.records.parse_frame`, as the terminal stage does), the card stage
+  (:func:`fraudwatch_stream.stateful.card_stage`: the bucket's ``EntityLog`` chunk state and worker cache, the
+  card kernel on the time-ordered block, the online-store write of the changed card states through
+  ``StoreWriter``, the commit), then the terminal features looked up from an in-memory per-(terminal, UTC
+  day) table, then :func:`fraudwatch_stream.scoring.score_transactions` (the production model, reasons for
+  the alerts, the ScoredTransaction JSON) inside the stage. It emits narrow rows (no raw JSON, no channel or
+  country) in the job's row + score schema, so the driver sink is the job's own
+  :meth:`StreamJob.write_batch` (SQLite table, Kafka outputs). **The terminal table is a cost model of the
+  lookup, not the redesign's semantics**: numpy arrays (terminals x UTC days x the 12 terminal features, in
+  the model's column order), built once per Python worker from the prefilled topic's terminal ids and time
+  range, holding plausible but synthetic values (Poisson daily counts, 1% frauds) rather than tiles computed
+  from history; labels are not consumed (in that design they feed the daily table, not the stream). With
+  ``FRAUDWATCH_STREAM_PROFILE=1`` each group prints a ``stage_profile`` line (``stage`` ``onestage``: seconds
+  per step, the card stage's own steps under ``card_steps``, a unix ``at``); ``--profile-log`` names the
+  file stderr goes to, and each result then carries the steps summed over the groups of its measured window
+  (wall µs per record).
+* ``loadgen``: no Spark query: the CPU the load generator of ``make bench-stream`` and the broker cost per
+  record. Runs ``bench_stream.produce_at`` (the same paced confluent-kafka producer, ``--loadgen-rate`` events/s
+  for ``--loadgen-seconds``) while ``bench_stream.Scored`` consumes the same topic (as the benchmark consumes
+  ``transactions.scored``; these records are the input's size, ~200 B, the scored ones ~1.5-2x that), and
+  reports the CPU of this process (producer + consumer thread), the broker and the idle Spark JVM.
 
-Starts its own Kafka broker (scripts/services.py, free ports, under <local_dir>/bench-floor). Writes
+Starts its own Kafka broker (scripts/services.py, free ports, under <local_dir>/bench-floor) and, with
+``--store redis``, a redis-server for the online store (``FRAUDWATCH_STORE_BACKEND=redis``; else the SQLite
+development store). CPU is counted per process role: ``jvm`` (Spark), ``kafka_broker`` (the broker's JVM;
+runs before 2026-12-03 counted it in ``jvm``), ``python_workers``, ``driver_python``, ``redis``. The ``real``
+variants need the production model: ``--tracking-uri``, or ``--train-model`` (simulates history, trains the
+``hist_gradient_boosting`` kind with the training pipeline and registers it as ``production`` in a SQLite
+MLflow store under <local_dir>/bench-floor-model, reused by later runs). Writes
 bench/results/stream_floor.json. Run: ``make bench-stream-floor`` (or ``python bench/bench_stream_floor.py``).
 """
 
@@ -234,7 +264,8 @@ def _trivial_scores(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 
 class CpuSampler:
-    """CPU seconds of this process (driver), its JVM child and the Python workers, between two marks.
+    """CPU seconds of this process (driver), the Spark JVM, the Python workers and the services this benchmark
+    started (Kafka broker, redis-server), between two marks.
 
     Counted per process id: a worker that starts inside the window counts in full; one that exits inside
     it loses what it used after the first mark (Spark keeps its Python workers, so this is rare; the
@@ -249,12 +280,15 @@ class CpuSampler:
         for proc in [self.me, *self.me.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
+                cmdline = " ".join(proc.cmdline())
                 if proc.pid == self.me.pid:
                     role = "driver_python"
                 elif proc.name() == "java":
-                    role = "jvm"
-                elif "pyspark.daemon" in " ".join(proc.cmdline()):
+                    role = "kafka_broker" if "kafka.Kafka" in cmdline else "jvm"
+                elif "pyspark.daemon" in cmdline:
                     role = "python_workers"
+                elif proc.name().startswith("redis-server"):
+                    role = "redis"
                 else:
                     role = "other"
                 out[proc.pid] = (role, times.user + times.system)
@@ -272,8 +306,19 @@ class CpuSampler:
         return out
 
 
+FLAGS = frozenset({"bare", "state", "narrow", "noudf", "onestage", "real", "onestage-real", "loadgen"})
+
+
 def run_variant(
-    spark: Any, settings: Any, topic: str, n: int, variant: str, state_bytes: int, batch: int, buckets: int
+    spark: Any,
+    settings: Any,
+    topic: str,
+    n: int,
+    variant: str,
+    state_bytes: int,
+    batch: int,
+    buckets: int,
+    values: list[bytes] | None = None,
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
@@ -282,13 +327,17 @@ def run_variant(
 
     row_schema = _floor_schema()[0]
     flags = set(variant.split("+"))
-    unknown = flags - {"bare", "state", "narrow", "noudf", "onestage", "real"}
+    unknown = flags - FLAGS
     if unknown:
         raise ValueError(f"unknown variant flags {sorted(unknown)}")
     if "real" in flags:
         return _measure(
             spark, settings, variant, n, batch, *_real_job(spark, settings, topic, batch, buckets)
         )
+    if "onestage-real" in flags:
+        assert values is not None
+        job = _onestage_real_job(spark, settings, topic, batch, buckets, values)
+        return _measure(spark, settings, variant, n, batch, *job)
     with_state, narrow, noudf = "state" in flags, "narrow" in flags, "noudf" in flags
     raw = (
         spark.readStream.format("kafka")
@@ -343,19 +392,19 @@ def run_variant(
     return _measure(spark, settings, variant, n, batch, frame, sink, seen)
 
 
-def _real_job(spark: Any, settings: Any, topic: str, batch: int, buckets: int) -> tuple[Any, Any, dict]:
-    """The job's own query frame and sink on ``topic`` (outputs to fresh topics named after it)."""
+def _job_settings(settings: Any, topic: str, batch: int) -> Any:
+    """The job's Settings on ``topic``, with fresh output topics named after it (created here)."""
     from confluent_kafka.admin import AdminClient, NewTopic
-
-    from fraudwatch_stream.job import JobOptions, StreamJob, build_query_frame
 
     names = {f"topic_{k}": f"{topic}.{k}" for k in ("labels", "scored", "alerts", "dlq")}
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     for future in admin.create_topics([NewTopic(t, 2, 1) for t in names.values()]).values():
         future.result(timeout=30)
-    real = settings.model_copy(
+    return settings.model_copy(
         update={
             **names,
+            # a table (and SQLite store) of its own: a run on the same records must not find them scored
+            "local_dir": Path(settings.local_dir) / "runs" / topic,
             "topic_transactions": topic,
             "stream_max_offsets_per_trigger": batch,
             # history replayed from a backlog: no plausibility window against the Kafka timestamp
@@ -363,8 +412,10 @@ def _real_job(spark: Any, settings: Any, topic: str, batch: int, buckets: int) -
             "event_max_future_seconds": 0,
         }
     )
-    job = StreamJob(spark, real, JobOptions(state_buckets=buckets, query_name="floor-real"))
-    frame = build_query_frame(spark, real, job.options)
+
+
+def _table_sink(job: Any) -> tuple[Any, dict[str, int]]:
+    """The job's foreachBatch sink, counting the rows of its table."""
     seen = {"rows": 0, "batches": 0}
 
     def sink(df: Any, batch_id: int) -> None:
@@ -372,7 +423,367 @@ def _real_job(spark: Any, settings: Any, topic: str, batch: int, buckets: int) -
         seen["rows"] = job.table.count()
         seen["batches"] += 1
 
-    return frame, sink, seen
+    return sink, seen
+
+
+def _real_job(spark: Any, settings: Any, topic: str, batch: int, buckets: int) -> tuple[Any, Any, dict]:
+    """The job's own query frame and sink on ``topic`` (outputs to fresh topics named after it)."""
+    from fraudwatch_stream.job import JobOptions, StreamJob, build_query_frame
+
+    real = _job_settings(settings, topic, batch)
+    job = StreamJob(spark, real, JobOptions(state_buckets=buckets, query_name="floor-real"))
+    frame = build_query_frame(spark, real, job.options)
+    return (frame, *_table_sink(job))
+
+
+# --------------------------------------------------------------------- onestage-real: the prototype body
+
+#: in the worker: a module of its own (survives between tasks, like the job's module-level caches) holding
+#: the terminal tables this worker built, by key
+_TABLES_MODULE = "_fraudwatch_floor_terminal_tables"
+TERMINAL_TABLE_SEED = 11
+FRAUD_SHARE = 0.01
+
+
+def _terminal_table(spec: tuple[int, str, int, int]) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """This worker's per-(terminal, UTC day) table for ``spec`` = (key, ids joined by newlines, first UTC day,
+    days): the terminal index, the (terminals, days, 12) float64 array of terminal features in the model's
+    column order (TERMINAL_FEATURES), and the row of a terminal the table does not hold. Built at the first
+    call in a worker and kept; the values are synthetic (a cost model of the lookup, module docstring)."""
+    import types
+
+    from fraudwatch.features import TERMINAL_FEATURES, TERMINAL_WINDOWS
+
+    holder = sys.modules.get(_TABLES_MODULE)
+    if holder is None:
+        holder = types.ModuleType(_TABLES_MODULE)
+        holder.tables = {}  # type: ignore[attr-defined]
+        sys.modules[_TABLES_MODULE] = holder
+    key, ids_text, _, days = spec
+    if key in holder.tables:  # type: ignore[attr-defined]
+        return holder.tables[key]  # type: ignore[attr-defined,no-any-return]
+    ids = ids_text.split("\n")
+    rng = np.random.default_rng(TERMINAL_TABLE_SEED)
+    back = 45  # UTC days of history before the first one: every window of the table is full
+    rate = rng.gamma(2.0, 5.0, len(ids))[:, None]  # transactions per terminal and day, mean 10
+    daily = rng.poisson(rate, (len(ids), back + days)).astype(np.float64)
+    frauds = rng.binomial(daily.astype(np.int64), FRAUD_SHARE).astype(np.float64)
+    zero = np.zeros((len(ids), 1))
+    csum_tx, csum_fraud = np.hstack((zero, daily.cumsum(1))), np.hstack((zero, frauds.cumsum(1)))
+    day = np.arange(back, back + days)  # the table's days, as columns of ``daily``
+
+    def total(csum: np.ndarray, last: np.ndarray, n: int) -> np.ndarray:  # days last-n+1 .. last
+        return np.asarray(csum[:, last + 1] - csum[:, last + 1 - n])
+
+    columns: dict[str, np.ndarray] = {}
+    for w in TERMINAL_WINDOWS:
+        last = day - (-(-w.delay // 86_400) if w.delay else 0)
+        count = total(csum_tx, last, w.days)
+        if w.function == "risk":
+            columns[w.name] = np.minimum(1.0, total(csum_fraud, last, w.days) / np.maximum(count, 1.0))
+        elif w.column == "frauds":
+            columns[w.name] = total(csum_fraud, last, w.days)
+        else:
+            columns[w.name] = count
+    columns["terminal_days_since_fraud"] = np.minimum(365.0, rng.exponential(60.0, (len(ids), days)))
+    columns["terminal_is_new"] = np.zeros((len(ids), days))
+    assert tuple(columns) == TERMINAL_FEATURES, "the table's columns must be the model's terminal columns"
+    table = np.ascontiguousarray(np.stack([columns[name] for name in TERMINAL_FEATURES], axis=2))
+    new = np.zeros(len(TERMINAL_FEATURES))
+    new[TERMINAL_FEATURES.index("terminal_days_since_fraud")] = 365.0
+    new[TERMINAL_FEATURES.index("terminal_is_new")] = 1.0
+    built = (pd.Index(ids), table, new)
+    holder.tables[key] = built  # type: ignore[attr-defined]
+    return built
+
+
+def _onestage_group(
+    key: Any,
+    rows: Iterator[pd.DataFrame],
+    log: Any,
+    *,
+    buckets: int,
+    topic: str,
+    max_record_bytes: int,
+    bounds: Any,
+    store: Any,
+    config: Any,
+    table_spec: tuple[int, str, int, int],
+) -> pd.DataFrame:
+    """One card bucket's micro-batch through the one-stage design's work (module docstring)."""
+    import io
+
+    from fraudwatch_stream.records import (
+        DEAD_LETTER,
+        ROW_COLUMNS,
+        SCORE_SCHEMA_DDL,
+        TRANSACTION,
+        dead_letter_row,
+        pack_features,
+        parse_frame,
+    )
+    from fraudwatch_stream.scoring import score_transactions
+    from fraudwatch_stream.stateful import PROFILE, CacheStats, card_stage
+
+    bucket = int(key[0])
+    marks = [("start", time.perf_counter())]
+    raw = pd.concat(list(rows), ignore_index=True)
+    marks.append(("input", time.perf_counter()))
+    pdf = parse_frame(
+        raw, topic_transactions=topic, max_record_bytes=max_record_bytes, buckets=buckets, bounds=bounds
+    )
+    kinds = pdf["kind"].to_numpy()
+    # the bucket came from the raw JSON (JVM side): a transaction whose validated card_id hashes elsewhere
+    # would split that card's state, so it is a dead letter (as the terminal stage does for terminals)
+    for i in ((kinds == TRANSACTION) & (pdf["cb"].to_numpy() != bucket)).nonzero()[0].tolist():
+        dead = dead_letter_row(raw.iloc[i], "invalid_value", "card_id: ambiguous (duplicated or re-encoded)")
+        for column, value in dead.items():
+            pdf.at[i, column] = value
+    kinds = pdf["kind"].to_numpy()
+    pieces = [pdf.loc[kinds == DEAD_LETTER, list(ROW_COLUMNS)]]
+    # labels (kinds == LABEL) are not the stream's in this design: they feed the daily terminal table
+    transactions = pdf.loc[kinds == TRANSACTION, list(ROW_COLUMNS)]
+    marks.append(("validate", time.perf_counter()))
+    card_profile: dict[str, Any] = {}
+    hits, misses = CacheStats.hits, CacheStats.misses
+    if len(transactions):
+        captured = io.StringIO()
+        with contextlib.redirect_stderr(captured) if PROFILE else contextlib.nullcontext():
+            carded = pd.concat(
+                list(
+                    card_stage(
+                        key, iter([transactions]), log, buckets=buckets, topic_transactions=topic, store=store
+                    )
+                ),
+                ignore_index=True,
+            )
+        for line in captured.getvalue().splitlines():
+            with contextlib.suppress(ValueError):
+                card_profile = json.loads(line).get("seconds", card_profile)
+    else:
+        carded = pd.DataFrame(columns=list(ROW_COLUMNS))
+    marks.append(("card_stage", time.perf_counter()))
+    is_tx = (carded["kind"] == TRANSACTION).to_numpy()
+    pieces.append(carded[~is_tx])  # the card stage's report row (and any feature_error dead letters)
+    work = carded[is_tx]
+    score_names = [part.strip().split(" ")[0] for part in SCORE_SCHEMA_DDL.split(",")]
+    if len(work):
+        index, table, new = _terminal_table(table_spec)
+        codes = index.get_indexer(work["terminal_id"])
+        day = work["t_us"].to_numpy(dtype=np.int64) // 86_400_000_000 - table_spec[2]
+        held = (codes >= 0) & (day >= 0) & (day < table.shape[1])
+        features = np.where(held[:, None], table[np.where(held, codes, 0), np.where(held, day, 0)], new)
+        work = work.assign(tfeat=pack_features(features))
+        marks.append(("terminal_lookup", time.perf_counter()))
+        scored = score_transactions(work, config)  # payload -> None: the scored JSON is in ``value``
+        marks.append(("score", time.perf_counter()))
+        pieces.append(scored.assign(channel=None, country=None))  # narrow rows
+    out = pd.concat([p for p in pieces if len(p)], ignore_index=True) if any(len(p) for p in pieces) else None
+    columns = [*ROW_COLUMNS, *score_names]
+    if out is None:
+        out = pd.DataFrame(columns=columns)
+    out = out.reindex(columns=columns)  # NaN where a piece lacks a column: Arrow takes it as null
+    out["score"] = out["score"].astype("float64")
+    out["challenger_score"] = out["challenger_score"].astype("float64")
+    marks.append(("assemble", time.perf_counter()))
+    if PROFILE:
+        steps = {name: round(t - marks[i][1], 5) for i, (name, t) in enumerate(marks[1:])}
+        record = {
+            "event": "stage_profile",
+            "stage": "onestage",
+            "bucket": bucket,
+            "rows": len(raw),
+            "transactions": len(work),
+            "alerts": int(out["decision"].isin(["review", "decline"]).sum()),
+            "seconds": steps,
+            "card_steps": card_profile,
+            "cache_hit": CacheStats.hits - hits,
+            "cache_miss": CacheStats.misses - misses,
+            "pid": os.getpid(),
+            "at": time.time(),
+        }
+        print(json.dumps(record), file=sys.stderr, flush=True)
+    return out
+
+
+def _onestage_processor(
+    settings: Any, buckets: int, config: Any, table_spec: tuple[int, str, int, int]
+) -> Any:
+    from pyspark.sql.streaming import StatefulProcessor
+
+    from fraudwatch.events import EARLIEST, EventBounds
+    from fraudwatch_stream.stateful import EntityLog, StoreWriter
+
+    store = StoreWriter(settings)
+    # each record is judged at its own Kafka timestamp (kafka_us), as in the job
+    bounds = EventBounds.from_settings(settings, EARLIEST)
+    topic, max_bytes = settings.topic_transactions, settings.max_record_bytes
+
+    class OneStageReal(StatefulProcessor):  # type: ignore[misc]
+        def init(self, handle: Any) -> None:
+            self.log = EntityLog("card", handle)
+
+        def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Any:
+            yield _onestage_group(
+                key,
+                rows,
+                self.log,
+                buckets=buckets,
+                topic=topic,
+                max_record_bytes=max_bytes,
+                bounds=bounds,
+                store=store,
+                config=config,
+                table_spec=table_spec,
+            )
+
+        def close(self) -> None:
+            return None
+
+    return OneStageReal()
+
+
+def _table_spec(values: list[bytes]) -> tuple[int, str, int, int]:
+    """(key, terminal ids, first UTC day, days) of the prefilled topic's transactions."""
+    import zlib
+
+    import orjson
+
+    terminals, days = set(), set()
+    for value in values:
+        record = orjson.loads(value)
+        terminals.add(record["terminal_id"])
+        days.add(int(datetime.fromisoformat(record["event_time"]).timestamp()) // 86_400)
+    ids = "\n".join(sorted(terminals))
+    first = min(days)
+    return zlib.crc32(ids.encode()) ^ first, ids, first, max(days) - first + 1
+
+
+def _onestage_real_job(
+    spark: Any, settings: Any, topic: str, batch: int, buckets: int, values: list[bytes]
+) -> tuple[Any, Any, dict[str, int]]:
+    """The one-stage prototype's query on ``topic`` and the job's own sink (outputs to fresh topics)."""
+    from pyspark.sql import functions as F
+
+    from fraudwatch_stream.job import JobOptions, StreamJob, model_config
+    from fraudwatch_stream.records import ROW_SCHEMA_DDL, SCORE_SCHEMA_DDL
+
+    real = _job_settings(settings, topic, batch)
+    job = StreamJob(spark, real, JobOptions(state_buckets=buckets, query_name="floor-onestage-real"))
+    raw = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", real.kafka_bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", batch)
+        .option("failOnDataLoss", "true")
+        .load()
+    )
+    card_id = F.get_json_object(F.col("value").cast("string"), "$.card_id")
+    keyed = raw.select(
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        F.unix_micros("timestamp").alias("kafka_us"),
+        F.pmod(F.crc32(F.coalesce(card_id, F.col("offset").cast("string")).cast("binary")), F.lit(buckets))
+        .cast("int")
+        .alias("bucket"),
+    )
+    processor = _onestage_processor(real, buckets, model_config(real), _table_spec(values))
+    frame = keyed.groupBy("bucket").transformWithStateInPandas(
+        processor, ROW_SCHEMA_DDL + ", " + SCORE_SCHEMA_DDL, "Append", "None"
+    )
+    return (frame, *_table_sink(job))
+
+
+# --------------------------------------------------------------------------- loadgen: generator + broker
+
+
+def _bench_stream_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "fraudwatch_bench_stream", ROOT / "bench" / "bench_stream.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fraudwatch_bench_stream"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_loadgen(settings: Any, rate: int, seconds: float) -> dict[str, Any]:
+    """CPU per record of make bench-stream's load generator and consumer, and of the broker (module doc)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    bench_stream = _bench_stream_module()
+    topic = f"floor-loadgen-{time.time_ns()}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)]).values():
+        future.result(timeout=30)
+    target = settings.model_copy(update={"topic_transactions": topic, "topic_scored": topic})
+    load0 = os.getloadavg()[0]
+    consumer = bench_stream.Scored(target)
+    sampler = CpuSampler()
+    cpu0, t0 = sampler.snapshot(), time.monotonic()
+    try:
+        sent = bench_stream.produce_at(
+            target, rate, seconds, "loadgen", np.random.default_rng(7), 50_000, 10_000
+        )
+        produced = time.monotonic() - t0
+        deadline = time.monotonic() + 60
+        while len(consumer.seen) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cpu1, t1 = sampler.snapshot(), time.monotonic()
+        consumed = len(consumer.seen)
+    finally:
+        consumer.close()
+    cpu = CpuSampler.diff(cpu1, cpu0)
+    n = len(sent)
+    return {
+        "variant": "loadgen",
+        "records_produced": n,
+        "records_consumed": consumed,
+        "target_eps": rate,
+        "produced_eps": round(n / produced, 1),
+        "seconds": round(t1 - t0, 2),
+        "cpu_seconds": cpu,
+        "cpu_us_per_record": {k: round(v / n * 1e6, 1) for k, v in cpu.items() if k != "processes_exited"},
+        "load_avg_1m": [load0, os.getloadavg()[0]],
+    }
+
+
+def profile_summary(log: Path, start: float, end: float) -> dict[str, Any]:
+    """The ``onestage`` stage_profile lines of ``log`` within [start, end] (unix seconds), summed: wall µs
+    per record of each step (over all groups; two groups run at once on 2 cores)."""
+    steps: dict[str, float] = {}
+    card: dict[str, float] = {}
+    rows = groups = alerts = hits = misses = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if '"stage": "onestage"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            record = json.loads(line[line.index("{") :])
+            if not start <= record["at"] <= end:
+                continue
+            rows += int(record["rows"])
+            alerts += int(record.get("alerts", 0))
+            hits += int(record.get("cache_hit", 0))
+            misses += int(record.get("cache_miss", 0))
+            groups += 1
+            for name, seconds in record["seconds"].items():
+                steps[name] = steps.get(name, 0.0) + seconds
+            for name, seconds in (record.get("card_steps") or {}).items():
+                card[name] = card.get(name, 0.0) + seconds
+    if not rows:
+        return {}
+    return {
+        "groups": groups,
+        "rows": rows,
+        "alert_share": round(alerts / rows, 4),
+        "bucket_cache": {"hits": hits, "misses": misses},
+        "wall_us_per_record": {k: round(v / rows * 1e6, 1) for k, v in steps.items()},
+        "card_stage_wall_us_per_record": {k: round(v / rows * 1e6, 1) for k, v in card.items()},
+    }
 
 
 def _measure(
@@ -393,10 +804,11 @@ def _measure(
     deadline = time.monotonic() + 900
     while seen["rows"] < warm_rows and time.monotonic() < deadline and query.exception() is None:
         time.sleep(0.05)
-    cpu0, rows0, t0 = sampler.snapshot(), seen["rows"], time.monotonic()
+    cpu0, rows0, t0, unix0 = sampler.snapshot(), seen["rows"], time.monotonic(), time.time()
+    load0 = os.getloadavg()[0]
     while seen["rows"] < n and time.monotonic() < deadline and query.exception() is None:
         time.sleep(0.05)
-    cpu1, rows1, t1 = sampler.snapshot(), seen["rows"], time.monotonic()
+    cpu1, rows1, t1, unix1 = sampler.snapshot(), seen["rows"], time.monotonic(), time.time()
     progress = [p for p in query.recentProgress][-5:]
     query.stop()
     if query.exception() is not None:
@@ -423,7 +835,47 @@ def _measure(
         "batches": seen["batches"],
         "mean_batch_seconds": round(wall / max(1, seen["batches"] - 2), 3),
         "last_progress_duration_ms": [p.get("durationMs") for p in progress],
+        "load_avg_1m": [load0, os.getloadavg()[0]],
+        "window_unix": [round(unix0, 3), round(unix1, 3)],
     }
+
+
+def train_model(model_dir: Path) -> str:
+    """A SQLite MLflow store under ``model_dir`` whose ``production`` alias points at a model trained with the
+    training pipeline on simulated history (the ``hist_gradient_boosting`` kind, as bench_api's production);
+    an existing one is reused. Returns its tracking URI."""
+    from mlflow import MlflowClient
+
+    from fraudwatch.config import Settings
+
+    name = Settings().model_name
+    model_dir = model_dir.resolve()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{model_dir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with contextlib.suppress(Exception):
+        client.get_model_version_by_alias(name, "production")
+        return tracking_uri
+    from fraudwatch.simulator import simulate
+    from fraudwatch_training.pipeline import train_and_register
+
+    history = simulate(31, 3000, 1000, seed=7)
+    cwd = Path.cwd()
+    os.chdir(model_dir)  # MLflow's default artifact root (./mlruns) lands next to the store
+    try:
+        trained = train_and_register(
+            history.transactions,
+            history.labels,
+            tracking_uri,
+            model_name=name,
+            kinds=("hist_gradient_boosting",),
+            plots=False,
+            data_source="bench-stream-floor",
+        )
+    finally:
+        os.chdir(cwd)
+    client.set_registered_model_alias(name, "production", str(trained.model_version))
+    return tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -439,8 +891,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow holding the production model (variant real; default: Settings)",
+        help="MLflow holding the production model (variants real, onestage-real; default: Settings)",
     )
+    parser.add_argument(
+        "--train-model",
+        action="store_true",
+        help="train and register a production model under <local>/bench-floor-model (reused) and use it",
+    )
+    parser.add_argument(
+        "--store", choices=("sqlite", "redis"), default=None, help="online store (default: Settings)"
+    )
+    parser.add_argument("--loadgen-rate", type=int, default=10_000, help="events/s of the loadgen variant")
+    parser.add_argument("--loadgen-seconds", type=float, default=20.0, help="seconds of the loadgen variant")
+    parser.add_argument(
+        "--profile-log",
+        type=Path,
+        default=None,
+        help="the file this run's stderr goes to (with FRAUDWATCH_STREAM_PROFILE=1): per-step timings per result",
+    )
+    parser.add_argument("--note", default=None, help="a note kept with the run in the results file")
     args = parser.parse_args(argv)
 
     from fraudwatch.config import Settings
@@ -449,31 +918,60 @@ def main(argv: list[str] | None = None) -> int:
     services_mod = _services_module()
     local = ROOT / ".local" / "bench-floor"
     shutil.rmtree(local, ignore_errors=True)
-    kafka_port, controller_port = services_mod.free_ports(2)
-    services = services_mod.Services(
-        local, kafka_port=kafka_port, kafka_controller_port=controller_port, topics=[], required=["kafka"]
+    load_start = os.getloadavg()[0]
+    tracking_uri = (
+        train_model(ROOT / ".local" / "bench-floor-model") if args.train_model else args.tracking_uri
     )
-    services.up(["kafka"], required=["kafka"])
+    store = args.store or Settings().store_backend
+    kafka_port, controller_port, redis_port = services_mod.free_ports(3)
+    names = ["kafka", "redis"] if store == "redis" else ["kafka"]
+    services = services_mod.Services(
+        local,
+        kafka_port=kafka_port,
+        kafka_controller_port=controller_port,
+        redis_port=redis_port,
+        topics=[],
+        required=names,
+    )
     results: list[dict[str, Any]] = []
     try:
+        services.up(names, required=names)
         settings = Settings(
-            local_dir=local, kafka_bootstrap=services.kafka_bootstrap, stream_shuffle_partitions=2
+            local_dir=local,
+            kafka_bootstrap=services.kafka_bootstrap,
+            stream_shuffle_partitions=2,
+            store_backend=store,
+            redis_url=services.redis_url,
         )
-        if args.tracking_uri:
-            settings = settings.model_copy(update={"mlflow_tracking_uri": args.tracking_uri})
+        if tracking_uri:
+            settings = settings.model_copy(update={"mlflow_tracking_uri": tracking_uri})
         values = _records(args.records, cards=50_000, terminals=10_000)
         spark = build_spark("fraudwatch-floor", settings)
         for variant in args.variants.split(","):
-            topic = f"floor-{variant.replace('+', '-')}-{time.time_ns()}"
-            _prefill(settings.kafka_bootstrap, topic, values, 2)
-            result = run_variant(
-                spark, settings, topic, args.records, variant, args.state_bytes, args.batch, args.buckets
-            )
+            if variant == "loadgen":
+                result = run_loadgen(settings, args.loadgen_rate, args.loadgen_seconds)
+            else:
+                topic = f"floor-{variant.replace('+', '-')}-{time.time_ns()}"
+                _prefill(settings.kafka_bootstrap, topic, values, 2)
+                result = run_variant(
+                    spark,
+                    settings,
+                    topic,
+                    args.records,
+                    variant,
+                    args.state_bytes,
+                    args.batch,
+                    args.buckets,
+                    values,
+                )
+                if args.profile_log is not None and "onestage-real" in variant:
+                    sys.stderr.flush()
+                    result["profile"] = profile_summary(args.profile_log, *result["window_unix"])
             print(json.dumps(result), flush=True)
             results.append(result)
         spark.stop()
     finally:
-        services.down()
+        services.down(names)
     report = {
         "benchmark": "stream_floor",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -481,13 +979,17 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_avg_1m": os.getloadavg()[0],
+            "load_avg_1m_start": load_start,
         },
         "records": args.records,
         "batch": args.batch,
         "buckets": args.buckets,
         "state_bytes_per_entity": args.state_bytes,
+        "store_backend": store,
         "results": results,
     }
+    if args.note:
+        report["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)
     runs = []
     if args.out.exists():
