@@ -49,8 +49,8 @@ Variants (``--variants``, comma-separated; each a ``+``-joined set of flags):
 * ``loadgen``: no Spark query: the CPU the load generator of ``make bench-stream`` and the broker cost per
   record. Runs ``bench_stream.produce_at`` (the same paced confluent-kafka producer, ``--loadgen-rate`` events/s
   for ``--loadgen-seconds``) while ``bench_stream.Scored`` consumes the same topic (as the benchmark consumes
-  ``transactions.scored``; these records are the input's size, ~200 B, the scored ones ~1.5-2x that), and
-  reports the CPU of this process (producer + consumer thread), the broker and the idle Spark JVM.
+  ``transactions.scored``, but these records are input-sized, ~185 B, where the job's scored records are ~370
+  B), and reports the CPU of this process (producer + consumer thread), the broker and the idle Spark JVM.
 
 Starts its own Kafka broker (scripts/services.py, free ports, under <local_dir>/bench-floor) and, with
 ``--store redis``, a redis-server for the online store (``FRAUDWATCH_STORE_BACKEND=redis``; else the SQLite
