@@ -219,7 +219,7 @@ def _write_doc(runs: list[dict]) -> None:
         "The broker and the load generator run on the same machine. Every run is kept in "
         "bench/results/stream.json; the newest runs:",
         "",
-        "| run (UTC) | code | store | trigger, max offsets | load avg (1 min, start/end) | sustained events/s "
+        "| run (UTC) | code | store | buckets, trigger, max offsets | load avg (1 min, start/end) | sustained events/s "
         "| highest step: input -> processed eps, p99 |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -234,7 +234,7 @@ def _write_doc(runs: list[dict]) -> None:
         code = run.get("commit") or "before 2026-12-02 (per-record Python features)"
         load = "/".join(f"{x:.1f}" for x in run.get("load_avg_1m", [])) or "not recorded"
         store = run.get("store") or "not recorded"
-        batching = f"{run['trigger_seconds']} s, {run['max_offsets_per_trigger']:,}"
+        batching = f"{run['state_buckets']}, {run['trigger_seconds']} s, {run['max_offsets_per_trigger']:,}"
         lines.append(
             f"| {run['when']} | {code} | {store} | {batching} | {load} | **{run['sustained_eps']:,.0f}** | {detail} |"
         )
