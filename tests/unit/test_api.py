@@ -448,6 +448,42 @@ def test_bad_query_parameter_is_422(client: TestClient) -> None:
     assert r.json()["detail"][0]["field"] == "explain"
 
 
+def test_score_checks_inline_as_the_batch_route_does_with_dependencies(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """/score checks token and `explain` itself (no FastAPI dependencies); /score/batch keeps the dependencies:
+    the same headers and flags get the same status and error body from both."""
+    token = "s3cret-token-of-some-length"
+    with TestClient(create_app(settings_for(api_token=token))) as c:
+        for auth in (
+            None,
+            "",
+            "Bearer",
+            "Bearer ",
+            f"Basic {token}",
+            f"bearer {token}",
+            f"Bearer  {token} ",
+            "x",
+        ):
+            headers = {} if auth is None else {"Authorization": auth}
+            one = c.post("/score", json=tx(), headers=headers)
+            batch = c.post("/score/batch", json=[tx()], headers=headers)
+            assert one.status_code == batch.status_code, auth
+            if one.status_code == 401:
+                assert one.json()["detail"] == batch.json()["detail"]
+                assert one.headers["www-authenticate"] == batch.headers["www-authenticate"] == "Bearer"
+        assert c.post("/score", json=tx(), headers={"Authorization": f"bearer {token}"}).status_code == 200
+        headers = {"Authorization": f"Bearer {token}"}
+        for flag in ("true", "1", "yes", "on", "false", "0", "off", "maybe", "2", ""):
+            one = c.post(f"/score?explain={flag}", json=tx(), headers=headers)
+            batch = c.post(f"/score/batch?explain={flag}", json=[tx()], headers=headers)
+            assert one.status_code == batch.status_code, flag
+            if one.status_code == 422:
+                assert one.json() == batch.json()
+            else:
+                assert ("features" in one.json()) == ("features" in batch.json()["results"][0]), flag
+
+
 def test_batch_over_the_limit_is_413(settings_for: Callable[..., Settings]) -> None:
     with TestClient(create_app(settings_for(api_max_batch=5))) as c:
         assert c.post("/score/batch", json=[tx(transaction_id=f"t{i}") for i in range(5)]).status_code == 200
