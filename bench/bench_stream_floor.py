@@ -87,15 +87,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "stream_floor.json"
 
 
-def _services_module() -> Any:
-    spec = importlib.util.spec_from_file_location("fraudwatch_services", ROOT / "scripts" / "services.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fraudwatch_services"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _records(n: int, cards: int, terminals: int, seed: int = 7) -> list[bytes]:
     """``n`` transaction JSON values of realistic size (ids, time, amount, channel, country)."""
     rng = np.random.default_rng(seed)
@@ -701,6 +692,9 @@ def _onestage_real_job(
 
 
 def _bench_stream_module() -> Any:
+    """bench/bench_stream.py as a module (once): its load generator, and its loader of scripts/services.py."""
+    if "fraudwatch_bench_stream" in sys.modules:
+        return sys.modules["fraudwatch_bench_stream"]
     spec = importlib.util.spec_from_file_location(
         "fraudwatch_bench_stream", ROOT / "bench" / "bench_stream.py"
     )
@@ -709,6 +703,11 @@ def _bench_stream_module() -> Any:
     sys.modules["fraudwatch_bench_stream"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _services_module() -> Any:
+    """scripts/services.py (free ports, starting and stopping the broker), through bench_stream's loader."""
+    return _bench_stream_module()._services_module()
 
 
 def run_loadgen(settings: Any, rate: int, seconds: float) -> dict[str, Any]:
